@@ -1,0 +1,30 @@
+@{
+    RootModule           = 'ReplicaTools.dll'
+    ModuleVersion        = '0.0.0'
+    GUID                 = '5d0c7c1e-4f2b-4b8e-9a57-3c2f1e9b7a41'
+    Author               = 'ReplicaTools contributors'
+    CompanyName          = 'ReplicaTools'
+    Copyright            = '(c) ReplicaTools contributors. MIT License.'
+    Description          = 'Replicated VM disks for Linux KVM hosts over SSH: live drive mirrors, DRBD-replicated disks over NBD and iSCSI, quorum disks, live NBD clones with incremental dirty-bitmap refreshes, and throughput measurements.'
+    PowerShellVersion    = '7.4'
+    CompatiblePSEditions = @('Core')
+    FormatsToProcess     = @('ReplicaTools.Format.ps1xml')
+    CmdletsToExport      = @(
+        'Get-ReplicaSession'
+        'Import-ReplicaTopology'
+        'Invoke-ReplicaCommand'
+        'New-ReplicaSession'
+        'Remove-ReplicaSession'
+    )
+    FunctionsToExport    = @()
+    VariablesToExport    = @()
+    AliasesToExport      = @()
+    PrivateData          = @{
+        PSData = @{
+            Tags         = @('KVM', 'QEMU', 'libvirt', 'DRBD', 'NBD', 'iSCSI', 'Replication', 'Backup', 'Storage', 'Linux', 'SSH')
+            LicenseUri   = 'https://github.com/replicatools/ReplicaTools/blob/main/LICENSE'
+            ProjectUri   = 'https://github.com/replicatools/ReplicaTools'
+            ReleaseNotes = 'See https://github.com/replicatools/ReplicaTools/releases'
+        }
+    }
+}

@@ -1,0 +1,228 @@
+using System.Diagnostics;
+using ReplicaTools.Core.Remote;
+
+namespace ReplicaTools.TestLab;
+
+/// <summary>One lab host: a real sshd on its own loopback address and a dynamic port.</summary>
+public sealed class LabHost
+{
+    internal LabHost(string name, string address, int port, string hostPublicKey, SshLab lab)
+    {
+        Name = name;
+        Address = address;
+        Port = port;
+        HostPublicKey = hostPublicKey;
+        Lab = lab;
+    }
+
+    public string Name { get; }
+
+    public string Address { get; }
+
+    public int Port { get; }
+
+    public string HostPublicKey { get; }
+
+    public SshLab Lab { get; }
+
+    internal Process? Daemon { get; set; }
+
+    /// <summary>Connection options that trust this lab host (its key is in the lab's known_hosts).</summary>
+    public SshConnectionOptions Options(string? knownHostsFile = null, bool acceptNew = false, bool multiplex = true, int connectTimeoutSeconds = 10) => new()
+    {
+        HostName = Address,
+        Port = Port,
+        UserName = Lab.UserName,
+        KeyFilePath = Lab.ClientKeyPath,
+        AcceptNewHostKey = acceptNew,
+        Multiplex = multiplex,
+        ConnectTimeoutSeconds = connectTimeoutSeconds,
+        DisplayName = Name,
+        ExtraOptions = new[]
+        {
+            new KeyValuePair<string, string>("UserKnownHostsFile", knownHostsFile ?? Lab.KnownHostsPath),
+            new KeyValuePair<string, string>("LogLevel", "ERROR"),
+        },
+    };
+
+    /// <summary>A fresh host object (own ControlMaster under the lab's control directory).</summary>
+    public SshHost CreateHost(string? knownHostsFile = null, bool acceptNew = false, bool multiplex = true, int connectTimeoutSeconds = 10) =>
+        new(Options(knownHostsFile, acceptNew, multiplex, connectTimeoutSeconds), Lab.ControlDirectory);
+
+    public override string ToString() => $"{Name} ({Address}:{Port})";
+}
+
+/// <summary>
+/// Real sshd instances on 127.0.0.2, 127.0.0.3 and 127.0.0.4 with generated host and client keys and a known_hosts
+/// file. Everything lives in one temporary directory; <see cref="DisposeAsync"/> stops the daemons and removes it.
+/// </summary>
+public sealed class SshLab : IAsyncDisposable
+{
+    private readonly List<LabHost> hosts = new();
+
+    private SshLab(string root)
+    {
+        Root = root;
+        ControlDirectory = Path.Combine(root, "ctl");
+        ClientKeyPath = Path.Combine(root, "client_key");
+        KnownHostsPath = Path.Combine(root, "known_hosts");
+        UserName = Environment.UserName;
+    }
+
+    public string Root { get; }
+
+    public string ControlDirectory { get; }
+
+    public string ClientKeyPath { get; }
+
+    public string KnownHostsPath { get; }
+
+    public string UserName { get; }
+
+    public IReadOnlyList<LabHost> Hosts => hosts;
+
+    public static async Task<SshLab> StartAsync(params string[] addresses)
+    {
+        Tool.Require("sshd", "ssh", "ssh-keygen", "setsid", "timeout");
+        if (addresses.Length == 0)
+        {
+            addresses = new[] { "127.0.0.2", "127.0.0.3", "127.0.0.4" };
+        }
+
+        // Short root path: ControlMaster socket paths must fit in sun_path (108 bytes).
+        var root = Path.Combine("/tmp", $"rtlab-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..6]}");
+        Directory.CreateDirectory(root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        var lab = new SshLab(root);
+        try
+        {
+            Directory.CreateDirectory(lab.ControlDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            Tool.Run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "replicatools-lab-client", "-f", lab.ClientKeyPath);
+            File.Copy(lab.ClientKeyPath + ".pub", Path.Combine(root, "authorized_keys"));
+            if (Environment.UserName == "root")
+            {
+                Directory.CreateDirectory("/run/sshd");
+            }
+
+            var knownHosts = new List<string>();
+            for (var i = 0; i < addresses.Length; i++)
+            {
+                var host = await lab.StartDaemonAsync($"host{i + 2}", addresses[i]);
+                lab.hosts.Add(host);
+                knownHosts.Add($"[{host.Address}]:{host.Port} {host.HostPublicKey}");
+            }
+
+            File.WriteAllLines(lab.KnownHostsPath, knownHosts);
+            return lab;
+        }
+        catch
+        {
+            await lab.DisposeAsync();
+            throw;
+        }
+    }
+
+    public LabHost this[int index] => hosts[index];
+
+    /// <summary>Generates a new host key pair in the lab directory; returns (private key path, public key line).</summary>
+    public (string PrivateKey, string PublicKey) NewHostKey(string name)
+    {
+        var path = Path.Combine(Root, name);
+        Tool.Run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path);
+        var parts = File.ReadAllText(path + ".pub").Trim().Split(' ');
+        return (path, $"{parts[0]} {parts[1]}");
+    }
+
+    /// <summary>Starts an extra sshd (e.g. one whose key nobody knows); it is stopped with the lab.</summary>
+    public async Task<LabHost> StartDaemonAsync(string name, string address, string? hostKeyName = null)
+    {
+        var (hostKey, publicKey) = NewHostKey(hostKeyName ?? $"hostkey_{name}_{Guid.NewGuid().ToString("N")[..4]}");
+        for (var attempt = 1; ; attempt++)
+        {
+            var port = Ports.Free(address);
+            var startInfo = new ProcessStartInfo("/usr/sbin/sshd")
+            {
+                UseShellExecute = false,
+                RedirectStandardError = true,
+                RedirectStandardOutput = true,
+            };
+            foreach (var argument in new[]
+                     {
+                         "-D", "-e", "-f", "/dev/null",
+                         "-o", $"ListenAddress={address}:{port}",
+                         "-o", $"HostKey={hostKey}",
+                         "-o", $"PidFile={Path.Combine(Root, name + ".pid")}",
+                         "-o", "PermitRootLogin=prohibit-password",
+                         "-o", $"AuthorizedKeysFile={Path.Combine(Root, "authorized_keys")}",
+                         "-o", "StrictModes=no",
+                         "-o", "PasswordAuthentication=no",
+                         "-o", "KbdInteractiveAuthentication=no",
+                         "-o", "MaxSessions=64",
+                         "-o", "MaxStartups=64:30:128",
+                         "-o", "LogLevel=ERROR",
+                     })
+            {
+                startInfo.ArgumentList.Add(argument);
+            }
+
+            var daemon = Process.Start(startInfo)!;
+            daemon.BeginErrorReadLine();
+            daemon.BeginOutputReadLine();
+            if (await Ports.WaitListeningAsync(address, port, TimeSpan.FromSeconds(10), () => !daemon.HasExited))
+            {
+                var host = new LabHost(name, address, port, publicKey, this) { Daemon = daemon };
+                extraDaemons.Add(daemon);
+                return host;
+            }
+
+            Kill(daemon);
+            if (attempt == 3)
+            {
+                throw new InvalidOperationException($"sshd did not start on {address} after 3 attempts (exit code {(daemon.HasExited ? daemon.ExitCode : -1)}).");
+            }
+        }
+    }
+
+    private readonly List<Process> extraDaemons = new();
+
+    /// <summary>Stops one lab host's sshd (to test an unreachable host).</summary>
+    public static void Stop(LabHost host)
+    {
+        if (host.Daemon is { } daemon)
+        {
+            Kill(daemon);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var daemon in extraDaemons)
+        {
+            Kill(daemon);
+        }
+
+        // Shared connections die with their sshd; remove their sockets and every lab file.
+        await Task.Yield();
+        try
+        {
+            Directory.Delete(Root, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    private static void Kill(Process process)
+    {
+        try
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+                process.WaitForExit(5000);
+            }
+        }
+        catch (InvalidOperationException)
+        {
+        }
+    }
+}
