@@ -1,0 +1,68 @@
+using System.Management.Automation;
+using ReplicaTools.Core.Remote;
+
+namespace ReplicaTools.Commands;
+
+[Cmdlet(VerbsCommon.Get, "ReplicaSession", DefaultParameterSetName = "All")]
+[OutputType(typeof(ReplicaSession))]
+public sealed class GetReplicaSessionCommand : ReplicaCmdlet
+{
+    [Parameter(ParameterSetName = "Id", Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    public int[] Id { get; set; } = Array.Empty<int>();
+
+    [Parameter(ParameterSetName = "Name", Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [SupportsWildcards]
+    public string[] Name { get; set; } = Array.Empty<string>();
+
+    [Parameter(ParameterSetName = "HostName", Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    [SupportsWildcards]
+    [Alias("ComputerName")]
+    public string[] HostName { get; set; } = Array.Empty<string>();
+
+    protected override void ProcessRecord()
+    {
+        var sessions = ReplicaSessionRegistry.Sessions;
+        switch (ParameterSetName)
+        {
+            case "Id":
+                foreach (var id in Id)
+                {
+                    var match = sessions.FirstOrDefault(s => s.Id == id);
+                    if (match is null)
+                    {
+                        WriteError(new ErrorRecord(new ItemNotFoundException($"There is no ReplicaTools session with Id {id}. Get-ReplicaSession lists the open ones."), "SessionNotFound", ErrorCategory.ObjectNotFound, id));
+                    }
+                    else
+                    {
+                        WriteObject(match);
+                    }
+                }
+
+                break;
+            case "Name":
+                WriteMatches(sessions, Name, s => s.Name);
+                break;
+            case "HostName":
+                WriteMatches(sessions, HostName, s => s.HostName);
+                break;
+            default:
+                WriteObject(sessions, enumerateCollection: true);
+                break;
+        }
+    }
+
+    private void WriteMatches(IReadOnlyList<ReplicaSession> sessions, string[] patterns, Func<ReplicaSession, string> key)
+    {
+        foreach (var pattern in patterns)
+        {
+            var wildcard = WildcardPattern.Get(pattern, WildcardOptions.IgnoreCase);
+            var matches = sessions.Where(s => wildcard.IsMatch(key(s))).ToArray();
+            if (matches.Length == 0 && !WildcardPattern.ContainsWildcardCharacters(pattern))
+            {
+                WriteError(new ErrorRecord(new ItemNotFoundException($"There is no ReplicaTools session for '{pattern}'. Get-ReplicaSession lists the open ones."), "SessionNotFound", ErrorCategory.ObjectNotFound, pattern));
+            }
+
+            WriteObject(matches, enumerateCollection: true);
+        }
+    }
+}

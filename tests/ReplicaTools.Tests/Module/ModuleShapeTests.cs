@@ -1,0 +1,111 @@
+using System.Text.RegularExpressions;
+using System.Xml.Linq;
+using ReplicaTools.HelpBuilder;
+
+namespace ReplicaTools.Tests.Module;
+
+/// <summary>The module as it ships: manifest, help, verbs and ShouldProcess, checked on the laid-out out/ReplicaTools.</summary>
+public sealed class ModuleShapeTests
+{
+    private static readonly XNamespace Maml = "http://schemas.microsoft.com/maml/2004/10";
+    private static readonly XNamespace Command = "http://schemas.microsoft.com/maml/dev/command/2004/10";
+
+    // Verbs whose cmdlets only read; every other cmdlet changes state and must support -WhatIf/-Confirm.
+    private static readonly string[] ReadOnlyVerbs = { "Get", "Compare", "Measure", "Wait", "Import", "Test", "Find", "Search", "Show", "Read", "Resolve" };
+
+    private static readonly Lazy<IReadOnlyList<CmdletInfo>> Cmdlets = new(() => CmdletMetadata.Read(Path.Combine(Repository.ModuleDirectory, "ReplicaTools.dll")));
+
+    [Fact]
+    public void ShippedHelp_IsGeneratedFromTheCurrentSources()
+    {
+        var result = HelpBuild.Run(Path.Combine(Repository.ModuleDirectory, "ReplicaTools.dll"), Path.Combine(Repository.Root, "en-US", "source"));
+
+        Assert.Empty(result.Problems);
+        var committed = File.ReadAllText(Path.Combine(Repository.Root, "en-US", "ReplicaTools.dll-Help.xml"));
+        Assert.True(committed == result.Xml, "en-US/ReplicaTools.dll-Help.xml is stale: run 'dotnet run --project tests/ReplicaTools.HelpBuilder' and commit it.");
+        Assert.Equal(committed, File.ReadAllText(Path.Combine(Repository.ModuleDirectory, "en-US", "ReplicaTools.dll-Help.xml")));
+    }
+
+    [Fact]
+    public void Help_CoversEveryCmdletAndParameter_WithSynopsisDescriptionAndExample()
+    {
+        var help = XDocument.Load(Path.Combine(Repository.ModuleDirectory, "en-US", "ReplicaTools.dll-Help.xml"));
+        var commands = help.Root!.Elements(Command + "command").ToDictionary(c => c.Element(Command + "details")!.Element(Command + "name")!.Value);
+
+        Assert.NotEmpty(Cmdlets.Value);
+        foreach (var cmdlet in Cmdlets.Value)
+        {
+            Assert.True(commands.TryGetValue(cmdlet.Name, out var command), $"no help for {cmdlet.Name}");
+            Assert.False(string.IsNullOrWhiteSpace(command!.Element(Command + "details")!.Element(Maml + "description")!.Value), $"{cmdlet.Name}: empty synopsis");
+            Assert.False(string.IsNullOrWhiteSpace(command.Element(Maml + "description")!.Value), $"{cmdlet.Name}: empty description");
+            Assert.NotEmpty(command.Element(Command + "examples")!.Elements(Command + "example"));
+
+            var described = command.Element(Command + "parameters")!.Elements(Command + "parameter")
+                .ToDictionary(p => p.Element(Maml + "name")!.Value, p => p.Element(Maml + "description")!.Value);
+            foreach (var parameter in cmdlet.Parameters)
+            {
+                Assert.True(described.TryGetValue(parameter.Name, out var text) && !string.IsNullOrWhiteSpace(text), $"{cmdlet.Name}: -{parameter.Name} is not described");
+            }
+        }
+    }
+
+    [Fact]
+    public void Manifest_ExportsExactlyTheModulesCmdlets_WithoutWildcards()
+    {
+        var manifest = File.ReadAllText(Path.Combine(Repository.ModuleDirectory, "ReplicaTools.psd1"));
+        var exportBlock = Regex.Match(manifest, @"CmdletsToExport\s*=\s*@\((?<list>[^)]*)\)").Groups["list"].Value;
+        var exported = Regex.Matches(exportBlock, "'([^']+)'").Select(m => m.Groups[1].Value).OrderBy(n => n, StringComparer.Ordinal).ToArray();
+
+        Assert.DoesNotContain(exported, e => e.Contains('*'));
+        Assert.Equal(Cmdlets.Value.Select(c => c.Name).OrderBy(n => n, StringComparer.Ordinal), exported);
+    }
+
+    [Fact]
+    public void Manifest_IsPublishable_AndItsFilesShip()
+    {
+        var manifest = File.ReadAllText(Path.Combine(Repository.ModuleDirectory, "ReplicaTools.psd1"));
+
+        Assert.Matches(@"RootModule\s*=\s*'ReplicaTools\.dll'", manifest);
+        Assert.Matches(@"PowerShellVersion\s*=\s*'7\.4'", manifest);
+        Assert.Matches(@"CompatiblePSEditions\s*=\s*@\('Core'\)", manifest);
+        Assert.Matches(@"ModuleVersion\s*=\s*'\d+\.\d+\.\d+'", manifest);
+        Assert.DoesNotMatch(@"ModuleVersion\s*=\s*'0\.0\.0'", manifest);
+        foreach (var key in new[] { "GUID", "Author", "Description", "Tags", "ProjectUri", "LicenseUri", "FunctionsToExport", "AliasesToExport", "VariablesToExport" })
+        {
+            Assert.Contains(key, manifest);
+        }
+
+        var formats = Regex.Match(manifest, @"FormatsToProcess\s*=\s*@\('(?<f>[^']+)'\)").Groups["f"].Value;
+        Assert.True(File.Exists(Path.Combine(Repository.ModuleDirectory, formats)), $"format file {formats} does not ship");
+        XDocument.Load(Path.Combine(Repository.ModuleDirectory, formats));
+        foreach (var file in new[] { "ReplicaTools.dll", "ReplicaTools.Core.dll", "YamlDotNet.dll" })
+        {
+            Assert.True(File.Exists(Path.Combine(Repository.ModuleDirectory, file)), $"{file} does not ship");
+        }
+    }
+
+    [Fact]
+    public void EveryCmdlet_UsesAnApprovedVerb()
+    {
+        var approved = CmdletMetadata.ApprovedVerbs();
+        Assert.Contains("Get", approved);
+        Assert.All(Cmdlets.Value, c => Assert.True(approved.Contains(c.Verb), $"{c.Name}: '{c.Verb}' is not an approved verb"));
+    }
+
+    [Fact]
+    public void EveryStateChangingCmdlet_SupportsShouldProcess()
+    {
+        Assert.All(Cmdlets.Value.Where(c => !ReadOnlyVerbs.Contains(c.Verb)),
+            c => Assert.True(c.SupportsShouldProcess, $"{c.Name} changes state but does not support -WhatIf/-Confirm"));
+    }
+
+    [Fact]
+    public void EveryHostCmdlet_TakesSessionFromThePipelineByPropertyName()
+    {
+        foreach (var cmdlet in Cmdlets.Value.Where(c => c.Parameters.Any(p => p.Name == "Session")))
+        {
+            var session = cmdlet.Parameters.Single(p => p.Name == "Session");
+            Assert.True(session.Sets.All(s => s.FromPipelineByPropertyName), $"{cmdlet.Name}: -Session does not bind by property name");
+        }
+    }
+}
