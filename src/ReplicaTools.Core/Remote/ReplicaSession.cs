@@ -50,10 +50,10 @@ public sealed class ReplicaSession
 
     public SshConnectionOptions? Options { get; }
 
-    public string? ControlPath => (Host as SshHost)?.ControlPath;
+    public string? ControlPath => (host as SshHost)?.ControlPath;
 
     public ReplicaSessionState State => closed ? ReplicaSessionState.Closed
-        : IsLocal || (Host is SshHost ssh && (ssh.IsMasterRunning || ssh.ControlPath is null)) ? ReplicaSessionState.Opened
+        : IsLocal || (host is SshHost ssh && (ssh.IsMasterRunning || ssh.ControlPath is null)) ? ReplicaSessionState.Opened
         : ReplicaSessionState.Disconnected;
 
     /// <summary>The host to run commands on; a closed session refuses.</summary>
@@ -87,7 +87,7 @@ public sealed class ReplicaSession
         }
 
         closed = true;
-        if (Host is SshHost ssh)
+        if (host is SshHost ssh)
         {
             await ssh.DisconnectAsync().ConfigureAwait(false);
         }
