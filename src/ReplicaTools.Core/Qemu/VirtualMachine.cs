@@ -1,0 +1,146 @@
+using ReplicaTools.Core.Libvirt;
+using ReplicaTools.Core.Remote;
+
+namespace ReplicaTools.Core.Qemu;
+
+public enum VmBackend
+{
+    /// <summary>A libvirt domain, driven through virsh so libvirt keeps ownership of it.</summary>
+    Libvirt,
+
+    /// <summary>A bare QEMU process, driven through its QMP socket.</summary>
+    Qmp,
+}
+
+public enum VmRunState
+{
+    Running,
+    Paused,
+    ShutOff,
+    Other,
+}
+
+/// <summary>A disk of a VM as the block layer sees it.</summary>
+public sealed class VmDisk
+{
+    /// <summary>The name operators use: the libvirt target (vda) or the QEMU device id (virtio0); a node name for a disk without device.</summary>
+    public required string Drive { get; init; }
+
+    /// <summary>The QEMU block node block jobs act on (libvirt: libvirt-N-format when known).</summary>
+    public string? NodeName { get; init; }
+
+    /// <summary>The qdev id / libvirt alias of the device, if any.</summary>
+    public string? DeviceId { get; init; }
+
+    /// <summary>The image: a path on the VM host or a URL such as nfs://server/export/file.</summary>
+    public string? Source { get; init; }
+
+    public string? Format { get; init; }
+
+    public override string ToString() => $"{Drive} ({Source ?? "no medium"}{(Format is null ? string.Empty : ", " + Format)})";
+}
+
+/// <summary>
+/// A running VM on a host. Two implementations: <see cref="LibvirtVirtualMachine"/> (-VMName) and
+/// <see cref="QmpVirtualMachine"/> (-QmpSocket). Features (mirror, clone) build on this.
+/// </summary>
+public abstract class VirtualMachine
+{
+    protected VirtualMachine(ReplicaSession session)
+    {
+        Session = session;
+    }
+
+    public ReplicaSession Session { get; }
+
+    public IReplicaHost Host => Session.Host;
+
+    public abstract VmBackend Backend { get; }
+
+    /// <summary>The domain name, or the QMP socket path.</summary>
+    public abstract string Name { get; }
+
+    /// <summary>How messages name this VM: "vm1 on kvm1".</summary>
+    public string DisplayName => $"{(Backend == VmBackend.Libvirt ? "VM" : "QEMU VM at")} '{Name}' on host '{Host.Name}'";
+
+    /// <summary>The VM from the parameters every VM cmdlet takes: -VMName (libvirt) or -QmpSocket (bare QEMU).</summary>
+    public static VirtualMachine Open(ReplicaSession session, string? vmName, string? qmpSocket, string? libvirtUri = null)
+    {
+        if (!string.IsNullOrEmpty(vmName) && !string.IsNullOrEmpty(qmpSocket))
+        {
+            throw new ArgumentException("Give either -VMName (a libvirt domain) or -QmpSocket (a bare QEMU's QMP socket), not both.");
+        }
+
+        if (!string.IsNullOrEmpty(vmName))
+        {
+            return new LibvirtVirtualMachine(session, vmName, libvirtUri);
+        }
+
+        if (!string.IsNullOrEmpty(qmpSocket))
+        {
+            return new QmpVirtualMachine(session, qmpSocket);
+        }
+
+        throw new ArgumentException("Name the VM: -VMName for a libvirt domain, or -QmpSocket for the QMP socket path of a bare QEMU.");
+    }
+
+    public abstract Task<VmRunState> GetStateAsync(CancellationToken cancellationToken = default);
+
+    public abstract Task<IReadOnlyList<VmDisk>> GetDisksAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Fails unless the VM is running or paused (a paused VM still serves block jobs).</summary>
+    public async Task EnsureRunningAsync(CancellationToken cancellationToken = default)
+    {
+        var state = await GetStateAsync(cancellationToken).ConfigureAwait(false);
+        if (state is not (VmRunState.Running or VmRunState.Paused))
+        {
+            throw new VmNotRunningException(this, state);
+        }
+    }
+
+    /// <summary>
+    /// The disk named <paramref name="drive"/> (target, device id or node name); with no name, the VM's only disk.
+    /// Errors list the disks there are.
+    /// </summary>
+    public async Task<VmDisk> ResolveDiskAsync(string? drive, CancellationToken cancellationToken = default)
+    {
+        var disks = await GetDisksAsync(cancellationToken).ConfigureAwait(false);
+        if (string.IsNullOrEmpty(drive))
+        {
+            return disks.Count switch
+            {
+                1 => disks[0],
+                0 => throw new ReplicaException("VmHasNoDisk", ReplicaErrorCategory.ObjectNotFound, $"{DisplayName} has no disk.", Host.Name, Name),
+                _ => throw new ReplicaException("DriveAmbiguous", ReplicaErrorCategory.InvalidArgument,
+                    $"{DisplayName} has {disks.Count} disks; name one with -Drive: {string.Join(", ", disks)}.", Host.Name, Name),
+            };
+        }
+
+        return disks.FirstOrDefault(d => d.Drive == drive)
+            ?? disks.FirstOrDefault(d => d.DeviceId == drive || d.NodeName == drive)
+            ?? throw new ReplicaException("DriveNotFound", ReplicaErrorCategory.ObjectNotFound,
+                $"{DisplayName} has no disk '{drive}'. Its disks: {(disks.Count == 0 ? "none" : string.Join(", ", disks))}.", Host.Name, drive)
+            {
+                RecommendedAction = "Pass one of the listed names to -Drive.",
+            };
+    }
+
+    public override string ToString() => DisplayName;
+}
+
+public sealed class VmNotFoundException : ReplicaException
+{
+    public VmNotFoundException(string hostName, string vmName, string detail)
+        : base("VmNotFound", ReplicaErrorCategory.ObjectNotFound, $"There is no VM '{vmName}' on host '{hostName}': {detail}", hostName, vmName)
+    {
+    }
+}
+
+public sealed class VmNotRunningException : ReplicaException
+{
+    public VmNotRunningException(VirtualMachine vm, VmRunState state)
+        : base("VmNotRunning", ReplicaErrorCategory.ResourceUnavailable, $"{vm.DisplayName} is not running (state: {state}).", vm.Host.Name, vm.Name)
+    {
+        RecommendedAction = "Start the VM first; live operations need a running (or paused) VM.";
+    }
+}

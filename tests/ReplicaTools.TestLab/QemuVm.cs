@@ -1,0 +1,133 @@
+using System.Text.Json.Nodes;
+using ReplicaTools.Core.Qemu;
+
+namespace ReplicaTools.TestLab;
+
+/// <summary>A disk to attach to a lab VM: a local path or an nfs://server/export/file URL.</summary>
+public sealed record LabDisk(string DeviceId, string Source, string Format);
+
+/// <summary>
+/// A bare QEMU "VM" for tests: i440fx machine, TCG, paused before start (-S, costs no CPU; block jobs and I/O
+/// still work), virtio-blk disks with qdev ids, a QMP socket. Guest writes are injected with HMP qemu-io.
+/// </summary>
+public sealed class QemuVm : IAsyncDisposable
+{
+    private QemuVm(string name, string directory)
+    {
+        Name = name;
+        Directory = directory;
+    }
+
+    public string Name { get; }
+
+    public string Directory { get; }
+
+    public string SocketPath => Path.Combine(Directory, Name + ".qmp");
+
+    public string PidFile => Path.Combine(Directory, Name + ".pid");
+
+    public int ProcessId { get; private set; }
+
+    /// <summary>The node name the fixture gives a device's disk ("drive-" + device id).</summary>
+    public static string NodeName(string deviceId) => "drive-" + deviceId;
+
+    public static async Task<QemuVm> StartAsync(string directory, string name, params LabDisk[] disks)
+    {
+        Tool.Require("qemu-system-x86_64");
+        System.IO.Directory.CreateDirectory(directory);
+        var vm = new QemuVm(name, directory);
+        var arguments = new List<string>
+        {
+            "-name", name, "-machine", "pc,accel=tcg", "-S", "-m", "16", "-nodefaults", "-display", "none",
+            "-qmp", $"unix:{vm.SocketPath},server=on,wait=off", "-daemonize", "-pidfile", vm.PidFile,
+        };
+        foreach (var disk in disks)
+        {
+            arguments.Add("-blockdev");
+            arguments.Add(BlockdevJson(disk));
+            arguments.Add("-device");
+            arguments.Add($"virtio-blk-pci,drive={NodeName(disk.DeviceId)},id={disk.DeviceId}");
+        }
+
+        Tool.Run("qemu-system-x86_64", arguments, TimeSpan.FromSeconds(60));
+        vm.ProcessId = int.Parse(File.ReadAllText(vm.PidFile).Trim());
+        return vm;
+    }
+
+    /// <summary>-blockdev JSON for a format node over a file or nfs:// protocol node.</summary>
+    public static string BlockdevJson(LabDisk disk)
+    {
+        JsonObject file;
+        if (disk.Source.StartsWith("nfs://", StringComparison.Ordinal))
+        {
+            var uri = new Uri(disk.Source);
+            file = new JsonObject
+            {
+                ["driver"] = "nfs",
+                ["server"] = new JsonObject { ["type"] = "inet", ["host"] = uri.Host },
+                ["path"] = Uri.UnescapeDataString(uri.AbsolutePath),
+            };
+        }
+        else
+        {
+            file = new JsonObject { ["driver"] = "file", ["filename"] = disk.Source };
+        }
+
+        file["node-name"] = NodeName(disk.DeviceId) + "-file";
+        return new JsonObject { ["driver"] = disk.Format, ["node-name"] = NodeName(disk.DeviceId), ["file"] = file }.ToJsonString();
+    }
+
+    /// <summary>A guest-like write through the device's own block backend (follows pivots).</summary>
+    public Task WriteAsync(string deviceId, byte pattern, long offset, long length) =>
+        HmpAsync($"qemu-io -d {deviceId}/virtio-backend \"write -P 0x{pattern:x2} {offset} {length}\"");
+
+    /// <summary>Runs an HMP command; HMP reports failures as text in a successful reply, so any output is an error.</summary>
+    public async Task HmpAsync(string commandLine)
+    {
+        await using var qmp = await QmpClient.ConnectLocalAsync(SocketPath);
+        var reply = await qmp.ExecuteAsync("human-monitor-command", new JsonObject { ["command-line"] = commandLine });
+        var text = reply.GetString();
+        if (!string.IsNullOrWhiteSpace(text))
+        {
+            throw new InvalidOperationException($"HMP '{commandLine}' on {Name} failed: {text.Trim()}");
+        }
+    }
+
+    public bool IsRunning => System.IO.Directory.Exists($"/proc/{ProcessId}") && !File.ReadAllText($"/proc/{ProcessId}/stat").Split(' ')[2].Equals("Z", StringComparison.Ordinal);
+
+    /// <summary>Kills QEMU at once (a crash, as far as the disk is concerned).</summary>
+    public void Kill()
+    {
+        if (IsRunning)
+        {
+            Tool.TryRun("kill", new[] { "-9", ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (ProcessId == 0 || !IsRunning)
+        {
+            return;
+        }
+
+        // A clean quit stores persistent bitmaps; a hung NFS target can block it, hence the kill after 5 s.
+        try
+        {
+            using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await using var qmp = await QmpClient.ConnectLocalAsync(SocketPath, limit.Token);
+            await qmp.ExecuteAsync("quit", cancellationToken: limit.Token);
+        }
+        catch (Exception)
+        {
+            // Already gone, busy or hung: the kill below settles it.
+        }
+
+        for (var i = 0; i < 50 && IsRunning; i++)
+        {
+            await Task.Delay(100);
+        }
+
+        Kill();
+    }
+}
