@@ -10,11 +10,18 @@
     CompatiblePSEditions = @('Core')
     FormatsToProcess     = @('ReplicaTools.Format.ps1xml')
     CmdletsToExport      = @(
+        'Get-DriveMirror'
         'Get-ReplicaSession'
         'Import-ReplicaTopology'
         'Invoke-ReplicaCommand'
         'New-ReplicaSession'
         'Remove-ReplicaSession'
+        'Resume-DriveMirror'
+        'Start-DriveMirror'
+        'Start-ReplicaVM'
+        'Stop-DriveMirror'
+        'Suspend-DriveMirror'
+        'Wait-DriveMirror'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()
