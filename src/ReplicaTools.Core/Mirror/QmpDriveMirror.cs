@@ -437,7 +437,8 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
         }
         catch (QmpConnectionException ex)
         {
-            throw new VmNotFoundException(Host.Name, Vm.SocketPath, ex.Message);
+            // Nothing answers on the socket: for a bare QEMU that means the VM is not running.
+            throw new VmNotRunningException(Vm, VmRunState.ShutOff, ex.Message);
         }
     }
 

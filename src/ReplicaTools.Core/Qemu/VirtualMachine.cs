@@ -147,8 +147,8 @@ public sealed class VmNotFoundException : ReplicaException
 
 public sealed class VmNotRunningException : ReplicaException
 {
-    public VmNotRunningException(VirtualMachine vm, VmRunState state)
-        : base("VmNotRunning", ReplicaErrorCategory.ResourceUnavailable, $"{vm.DisplayName} is not running (state: {state}).", vm.Host.Name, vm.Name)
+    public VmNotRunningException(VirtualMachine vm, VmRunState state, string? detail = null)
+        : base("VmNotRunning", ReplicaErrorCategory.ResourceUnavailable, $"{vm.DisplayName} is not running (state: {state}){(detail is null ? "." : ": " + detail)}", vm.Host.Name, vm.Name)
     {
         RecommendedAction = "Start the VM first; live operations need a running (or paused) VM.";
     }
