@@ -303,6 +303,7 @@ public abstract class DriveMirrorBackend
         CreatedDestination = job.CreatedDestination,
         Backend = job.Backend,
         Session = job.Session,
+        SourceNode = job.SourceNode,
     };
 }
 

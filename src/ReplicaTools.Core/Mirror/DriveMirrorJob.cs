@@ -89,6 +89,9 @@ public sealed class DriveMirrorJob
 
     public VmBackend Backend { get; init; }
 
+    /// <summary>QEMU's node name of the image being copied (closed after a pivot).</summary>
+    internal string? SourceNode { get; init; }
+
     public required ReplicaSession Session { get; init; }
 
     public string HostName => Session.IsLocal ? "localhost" : Session.HostName;

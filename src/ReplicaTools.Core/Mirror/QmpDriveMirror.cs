@@ -18,13 +18,17 @@ namespace ReplicaTools.Core.Mirror;
 /// block QEMU's main loop. Every QMP call has its own timeout.</item>
 /// <item>A new destination is created by QEMU itself (mode absolute-paths), which knows a fresh image reads as zeros
 /// and so skips the zeroing pass; -ReuseExisting uses mode existing.</item>
-/// <item>The target node is named <c>rtm&lt;c|r&gt;-&lt;drive&gt;-&lt;random&gt;</c>: c = created by the module (an incomplete
-/// copy is removed on a forced stop), r = reused. QEMU itself is the only state: nothing is stored elsewhere.</item>
+/// <item>What the job does not tell (destination, whether the module created it, the old source node) is kept in
+/// QEMU itself, in a <c>secret</c> object with the job's id, read back with qom-get. Nothing is stored elsewhere,
+/// and nothing blocks: query-named-block-nodes would (it stats every node, a dead NFS target included).</item>
 /// </list>
 /// </summary>
 public sealed partial class QmpDriveMirror : DriveMirrorBackend
 {
     private static readonly TimeSpan QueryTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>QMP commands as operators read them in -WhatIf and verbose output (no \u0022 escapes).</summary>
+    private static readonly JsonSerializerOptions Display = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
     private static readonly TimeSpan MirrorCommandTimeout = TimeSpan.FromSeconds(60);
 
     public QmpDriveMirror(QmpVirtualMachine vm)
@@ -59,7 +63,17 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
         var sourceSize = disk.VirtualSize ?? throw new DriveMirrorException("SourceSizeUnknown", ReplicaErrorCategory.InvalidResult, Vm, disk.Drive, request.Destination.Text,
             $"{Vm.DisplayName}: QEMU did not report the size of drive '{disk.Drive}'.");
         var target = await CheckDestinationAsync(Vm, disk, request, sourceSize, cancellationToken).ConfigureAwait(false);
-        var nodeName = $"rtm{(target.Create ? 'c' : 'r')}-{Token(disk.Drive, 17)}-{Guid.NewGuid().ToString("N")[..6]}";
+        var nodeName = $"rt-target-{Token(disk.Drive, 12)}-{Guid.NewGuid().ToString("N")[..6]}";
+        var record = new JsonObject
+        {
+            ["drive"] = disk.Drive,
+            ["source"] = disk.Source,
+            ["source-node"] = disk.NodeName,
+            ["destination"] = request.Destination.Text,
+            ["format"] = target.Format,
+            ["created"] = target.Create,
+        };
+        var recordCommand = new JsonObject { ["execute"] = "object-add", ["arguments"] = new JsonObject { ["qom-type"] = "secret", ["id"] = jobId, ["data"] = record.ToJsonString() } };
         var arguments = new JsonObject
         {
             ["job-id"] = jobId,
@@ -85,21 +99,30 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
             SourceSize = sourceSize,
             Sync = request.Sync,
             BandwidthMBps = request.BandwidthMBps,
-            Steps = new[] { new PlanStep(Host.Name, Channel, command.ToJsonString()) },
-            Payload = arguments,
+            Steps = view.Records.ContainsKey(jobId)
+                ? new[] { Step("object-del", new JsonObject { ["id"] = jobId }), new PlanStep(Host.Name, Channel, recordCommand.ToJsonString(Display)), new PlanStep(Host.Name, Channel, command.ToJsonString(Display)) }
+                : new[] { new PlanStep(Host.Name, Channel, recordCommand.ToJsonString(Display)), new PlanStep(Host.Name, Channel, command.ToJsonString(Display)) },
+            Payload = (arguments, (JsonObject)recordCommand["arguments"]!, view.Records.ContainsKey(jobId)),
         };
     }
 
     public override async Task<DriveMirrorJob> StartAsync(MirrorPlan plan, CancellationToken cancellationToken = default)
     {
-        var arguments = (JsonObject)plan.Payload!;
+        var (arguments, record, staleRecord) = ((JsonObject, JsonObject, bool))plan.Payload!;
         await using var qmp = await ConnectAsync(cancellationToken).ConfigureAwait(false);
+        if (staleRecord)
+        {
+            await TryDeleteRecordAsync(qmp, plan.JobId, cancellationToken).ConfigureAwait(false);
+        }
+
+        await CallAsync(qmp, "object-add", (JsonObject)record.DeepClone(), QueryTimeout, cancellationToken).ConfigureAwait(false);
         try
         {
             await CallAsync(qmp, "drive-mirror", (JsonObject)arguments.DeepClone(), MirrorCommandTimeout, cancellationToken).ConfigureAwait(false);
         }
         catch (QmpException ex)
         {
+            await TryDeleteRecordAsync(qmp, plan.JobId, cancellationToken).ConfigureAwait(false);
             var undo = plan.CreatesDestination ? "; " + await RemoveCreatedDestinationAsync(plan.Destination, cancellationToken).ConfigureAwait(false) : string.Empty;
             throw new DriveMirrorException("MirrorStartFailed", ReplicaErrorCategory.InvalidOperation, Vm, plan.Disk.Drive, plan.Destination.Text,
                 $"{Vm.DisplayName}: QEMU refused to mirror drive '{plan.Disk.Drive}' to {plan.Destination}: {ex.Description}{undo}.", ex);
@@ -122,18 +145,19 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
         {
             var error = info.ValueKind == JsonValueKind.Object && info.TryGetProperty("error", out var e) ? e.GetString() : "the job vanished";
             await TryDismissAsync(qmp, plan.JobId, cancellationToken).ConfigureAwait(false);
+            await TryDeleteRecordAsync(qmp, plan.JobId, cancellationToken).ConfigureAwait(false);
             var undo = plan.CreatesDestination ? "; " + await RemoveCreatedDestinationAsync(plan.Destination, cancellationToken).ConfigureAwait(false) : string.Empty;
             throw new DriveMirrorException("MirrorStartFailed", ReplicaErrorCategory.InvalidOperation, Vm, plan.Disk.Drive, plan.Destination.Text,
                 $"{Vm.DisplayName}: the mirror of drive '{plan.Disk.Drive}' to {plan.Destination} failed as it started: {error}. The job was cleared{undo}.");
         }
 
         OperationContext.Reporter.Verbose($"[{Host.Name}] mirror job {plan.JobId} started: {plan.Disk.Drive} -> {plan.Destination}");
-        return ToJob(info, plan.Disk, plan.Destination.Text, plan.Format, plan.CreatesDestination);
+        return ToJob(info, plan.Disk, plan.Destination.Text, plan.Format, plan.CreatesDestination, plan.Disk.Source, plan.Disk.NodeName);
     }
 
     protected override async Task<IReadOnlyList<DriveMirrorJob>> QueryAsync(string? drive, CancellationToken cancellationToken)
     {
-        var view = await ReadAsync(cancellationToken, withNodes: true).ConfigureAwait(false);
+        var view = await ReadAsync(cancellationToken).ConfigureAwait(false);
         IEnumerable<VmDisk> disks = drive is null ? view.Disks : new[] { Vm.ResolveDisk(view.Disks, drive) };
         var result = new List<DriveMirrorJob>();
         foreach (var disk in disks)
@@ -145,8 +169,9 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
                 continue;
             }
 
-            var target = FindTargetNode(view.Nodes, disk);
-            result.Add(ToJob(info, disk, target?.File, target?.Format, target?.Created ?? false));
+            view.Records.TryGetValue(jobId, out var record);
+            result.Add(ToJob(info, disk, record?["destination"]?.GetValue<string>(), record?["format"]?.GetValue<string>(), record?["created"]?.GetValue<bool>() ?? false,
+                record?["source"]?.GetValue<string>() ?? disk.Source, record?["source-node"]?.GetValue<string>()));
         }
 
         return result;
@@ -162,7 +187,7 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
     {
         var job = (await QueryAsync(drive, cancellationToken).ConfigureAwait(false)).FirstOrDefault() ?? throw NotFound(drive);
         var steps = new List<PlanStep>();
-        var id = new JsonObject { ["id"] = job.JobId }.ToJsonString();
+        var id = new JsonObject { ["id"] = job.JobId }.ToJsonString(Display);
         var concluded = job.JobStatus == "concluded";
         bool cancel = false, clearOnly = false;
         if (pivot && (concluded || job.State == DriveMirrorState.Failed || !job.Ready))
@@ -234,10 +259,11 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
 
             var final = await WaitConcludedAsync(qmp, job, timeout, cancellationToken).ConfigureAwait(false);
             error = final.TryGetProperty("error", out var e) ? e.GetString() : null;
-            job = ToJob(final, new VmDisk { Drive = job.Drive, Source = job.Source }, job.Destination, job.Format, job.CreatedDestination);
+            job = ToJob(final, new VmDisk { Drive = job.Drive, Source = job.Source }, job.Destination, job.Format, job.CreatedDestination, job.Source, SourceNodeOf(job));
         }
 
         await TryDismissAsync(qmp, job.JobId, cancellationToken).ConfigureAwait(false);
+        await TryDeleteRecordAsync(qmp, job.JobId, cancellationToken).ConfigureAwait(false);
         if (plan.Pivot)
         {
             if (error is not null)
@@ -279,7 +305,7 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
     };
 
     private PlanStep Step(string command, JsonObject arguments) =>
-        new(Host.Name, Channel, new JsonObject { ["execute"] = command, ["arguments"] = arguments }.ToJsonString());
+        new(Host.Name, Channel, new JsonObject { ["execute"] = command, ["arguments"] = arguments }.ToJsonString(Display));
 
     private async Task<DriveMirrorJob> PauseOrResumeAsync(string? drive, string command, CancellationToken cancellationToken)
     {
@@ -339,35 +365,53 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
         }
     }
 
-    /// <summary>After a pivot the old source node is unused but still open (and would keep a dead NFS1 in the picture): close it.</summary>
+    /// <summary>
+    /// After a pivot the old source node is unused but still open (a -blockdev node stays until deleted): close it, so a
+    /// failing NFS1 is out of the picture. Only if its storage answers: closing an image on a dead NFS server would block
+    /// QEMU's main loop until the server returns.
+    /// </summary>
     private async Task ReleaseOldSourceAsync(QmpClient qmp, DriveMirrorJob job, CancellationToken cancellationToken)
     {
-        var nodes = await CallAsync(qmp, "query-named-block-nodes", new JsonObject { ["flat"] = true }, QueryTimeout, cancellationToken).ConfigureAwait(false);
-        var blocks = await CallAsync(qmp, "query-block", null, QueryTimeout, cancellationToken).ConfigureAwait(false);
-        var inUse = blocks.EnumerateArray().Where(b => b.TryGetProperty("inserted", out _)).Select(b => b.GetProperty("inserted").GetProperty("node-name").GetString()).ToHashSet();
-        foreach (var node in nodes.EnumerateArray())
+        var node = SourceNodeOf(job);
+        if (node is null || node.StartsWith('#') || job.Source is null)
         {
-            var name = node.GetProperty("node-name").GetString();
-            var file = node.TryGetProperty("file", out var f) ? f.GetString() : null;
-            var driver = node.GetProperty("drv").GetString();
-            if (name is null || name.StartsWith('#') || inUse.Contains(name) || file != job.Source || driver is "file" or "nfs" or "host_device")
-            {
-                continue;
-            }
+            return;
+        }
 
-            try
-            {
-                await CallAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = name }, QueryTimeout, cancellationToken).ConfigureAwait(false);
-                OperationContext.Reporter.Verbose($"[{Host.Name}] closed the old source node {name} ({file})");
-            }
-            catch (QmpException ex)
-            {
-                OperationContext.Reporter.Verbose($"[{Host.Name}] the old source node {name} stays open: {ex.Description}");
-            }
+        var probe = await ImageProbe.ProbeAsync(Host, ImageLocation.Parse(job.Source), null, false, null, cancellationToken).ConfigureAwait(false);
+        if (!probe.IsReadable)
+        {
+            OperationContext.Reporter.Warning($"The old source {job.Source} (node {node}) stays open in QEMU: its storage does not answer ({probe.Reason}). " +
+                                              $"Close it later with QMP blockdev-del {node} once the server is back.");
+            return;
+        }
+
+        try
+        {
+            await CallAsync(qmp, "blockdev-del", new JsonObject { ["node-name"] = node }, QueryTimeout, cancellationToken).ConfigureAwait(false);
+            OperationContext.Reporter.Verbose($"[{Host.Name}] closed the old source node {node} ({job.Source})");
+        }
+        catch (QmpException ex)
+        {
+            OperationContext.Reporter.Verbose($"[{Host.Name}] the old source node {node} stays open: {ex.Description}");
         }
     }
 
-    private DriveMirrorJob ToJob(JsonElement info, VmDisk disk, string? destination, string? format, bool created)
+    private async Task TryDeleteRecordAsync(QmpClient qmp, string jobId, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await CallAsync(qmp, "object-del", new JsonObject { ["id"] = jobId }, QueryTimeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch (QmpException ex)
+        {
+            OperationContext.Reporter.Verbose($"[{Host.Name}] object-del {jobId}: {ex.Description}");
+        }
+    }
+
+    private static string? SourceNodeOf(DriveMirrorJob job) => job.SourceNode;
+
+    private DriveMirrorJob ToJob(JsonElement info, VmDisk disk, string? destination, string? format, bool created, string? source = null, string? sourceNode = null)
     {
         var status = info.TryGetProperty("status", out var s) ? s.GetString() : "concluded";
         var ioStatus = info.TryGetProperty("io-status", out var io) ? io.GetString() : "ok";
@@ -388,11 +432,11 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
             error = $"destination write error (io-status {ioStatus}); QEMU paused the job. Free space on / repair the destination, then Resume-DriveMirror, or Stop-DriveMirror -Force";
         }
 
-        return new DriveMirrorJob
+        var job = new DriveMirrorJob
         {
             QmpSocket = Vm.SocketPath,
             Drive = disk.Drive,
-            Source = disk.Source,
+            Source = source ?? disk.Source,
             Destination = destination,
             Format = format,
             JobId = info.TryGetProperty("device", out var d) ? d.GetString()! : QmpJobId(disk.Drive),
@@ -406,27 +450,9 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
             CreatedDestination = created,
             Backend = VmBackend.Qmp,
             Session = Vm.Session,
+            SourceNode = sourceNode,
         };
-    }
-
-    [GeneratedRegex("^rtm(?<flag>[cr])-(?<token>.+)-[0-9a-f]{6}$")]
-    private static partial Regex TargetNodePattern();
-
-    /// <summary>The mirror's target node: named by us for this drive, and not the image the disk currently reads from.</summary>
-    private static (string File, string? Format, bool Created)? FindTargetNode(JsonElement nodes, VmDisk disk)
-    {
-        var token = Token(disk.Drive, 17);
-        foreach (var node in nodes.EnumerateArray().Reverse())
-        {
-            var match = TargetNodePattern().Match(node.GetProperty("node-name").GetString() ?? string.Empty);
-            var file = node.TryGetProperty("file", out var f) ? f.GetString() : null;
-            if (match.Success && match.Groups["token"].Value == token && file is not null && file != disk.Source)
-            {
-                return (file, node.GetProperty("drv").GetString(), match.Groups["flag"].Value == "c");
-            }
-        }
-
-        return null;
+        return job;
     }
 
     private async Task<QmpClient> ConnectAsync(CancellationToken cancellationToken)
@@ -442,25 +468,48 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
         }
     }
 
-    private sealed record View(VmRunState State, IReadOnlyList<VmDisk> Disks, IReadOnlyList<JsonElement> Jobs, JsonElement Nodes);
+    private sealed record View(VmRunState State, IReadOnlyList<VmDisk> Disks, IReadOnlyList<JsonElement> Jobs, IReadOnlyDictionary<string, JsonObject> Records);
 
-    /// <summary>One connection, the read-only queries every operation starts with.</summary>
-    private async Task<View> ReadAsync(CancellationToken cancellationToken, bool withNodes = false)
+    /// <summary>One connection, the read-only queries every operation starts with (none of them touches the destination).</summary>
+    private async Task<View> ReadAsync(CancellationToken cancellationToken)
     {
         await using var qmp = await ConnectAsync(cancellationToken).ConfigureAwait(false);
         var status = await CallAsync(qmp, "query-status", null, QueryTimeout, cancellationToken).ConfigureAwait(false);
         var blocks = await CallAsync(qmp, "query-block", null, QueryTimeout, cancellationToken).ConfigureAwait(false);
         var jobs = await CallAsync(qmp, "query-block-jobs", null, QueryTimeout, cancellationToken).ConfigureAwait(false);
-        var nodes = withNodes ? await CallAsync(qmp, "query-named-block-nodes", new JsonObject { ["flat"] = true }, QueryTimeout, cancellationToken).ConfigureAwait(false) : default;
-        return new View(QmpVirtualMachine.ParseRunState(status), QmpVirtualMachine.ParseQueryBlock(blocks), jobs.EnumerateArray().Select(j => j.Clone()).ToArray(), nodes.ValueKind == JsonValueKind.Undefined ? JsonDocument.Parse("[]").RootElement : nodes.Clone());
+        var objects = await CallAsync(qmp, "qom-list", new JsonObject { ["path"] = "/objects" }, QueryTimeout, cancellationToken).ConfigureAwait(false);
+        var records = new Dictionary<string, JsonObject>(StringComparer.Ordinal);
+        foreach (var entry in objects.EnumerateArray())
+        {
+            var name = entry.GetProperty("name").GetString();
+            if (name is null || !name.StartsWith("rt-mirror-", StringComparison.Ordinal) || entry.GetProperty("type").GetString() != "child<secret>")
+            {
+                continue;
+            }
+
+            var data = await CallAsync(qmp, "qom-get", new JsonObject { ["path"] = "/objects/" + name, ["property"] = "data" }, QueryTimeout, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                if (JsonNode.Parse(data.GetString() ?? "{}") is JsonObject record)
+                {
+                    records[name] = record;
+                }
+            }
+            catch (JsonException)
+            {
+                // Not one of ours after all.
+            }
+        }
+
+        return new View(QmpVirtualMachine.ParseRunState(status), QmpVirtualMachine.ParseQueryBlock(blocks), jobs.EnumerateArray().Select(j => j.Clone()).ToArray(), records);
     }
 
     /// <summary>A QMP call with its own timeout: a QEMU whose main loop is blocked (hung NFS) must not hang the cmdlet.</summary>
     private async Task<JsonElement> CallAsync(QmpClient qmp, string command, JsonObject? arguments, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        if (command is not ("query-status" or "query-block" or "query-block-jobs" or "query-named-block-nodes"))
+        if (command is not ("query-status" or "query-block" or "query-block-jobs" or "qom-list" or "qom-get"))
         {
-            OperationContext.Reporter.Verbose($"[{Host.Name}] {Channel}{new JsonObject { ["execute"] = command, ["arguments"] = arguments?.DeepClone() }.ToJsonString()}");
+            OperationContext.Reporter.Verbose($"[{Host.Name}] {Channel}{new JsonObject { ["execute"] = command, ["arguments"] = arguments?.DeepClone() }.ToJsonString(Display)}");
         }
 
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);

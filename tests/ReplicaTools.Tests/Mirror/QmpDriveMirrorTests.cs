@@ -49,7 +49,10 @@ public sealed class QmpDriveMirrorTests : IAsyncLifetime
         var plan = await mirror.PlanStartAsync(new MirrorStartRequest { Destination = ImageLocation.Parse(destination) });
         Assert.True(plan.CreatesDestination);
         Assert.Equal(format, plan.Format);
-        var step = Assert.Single(plan.Steps);
+        Assert.Equal(2, plan.Steps.Count);
+        Assert.Contains("\"execute\":\"object-add\"", plan.Steps[0].Command);
+        Assert.Contains(destination, plan.Steps[0].Command);
+        var step = plan.Steps[1];
         Assert.Contains("\"execute\":\"drive-mirror\"", step.Command);
         Assert.Contains("\"job-id\":\"rt-mirror-virtio0\"", step.Command);
         Assert.Contains("\"auto-dismiss\":false", step.Command);
@@ -173,7 +176,7 @@ public sealed class QmpDriveMirrorTests : IAsyncLifetime
         var mirror = Open(vm);
         var plan = await mirror.PlanStartAsync(new MirrorStartRequest { Destination = ImageLocation.Parse(destination), ReuseExisting = true, BandwidthMBps = 1 });
         Assert.False(plan.CreatesDestination);
-        Assert.Contains("\"mode\":\"existing\"", plan.Steps[0].Command);
+        Assert.Contains("\"mode\":\"existing\"", plan.Steps[^1].Command);
         await mirror.StartAsync(plan);
 
         var cancelled = await mirror.StopAsync(await mirror.PlanStopAsync(null, pivot: false, force: true), TimeSpan.FromMinutes(2));
