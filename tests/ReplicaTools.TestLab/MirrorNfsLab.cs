@@ -291,7 +291,12 @@ public sealed class NfsServer
 
     internal void RemoveFilesystem()
     {
-        Tool.TryRun("umount", new[] { ExportDirectory });
+        // A killed ganesha takes a moment to drop its files: retry before falling back to a lazy unmount.
+        for (var i = 0; i < 50 && Tool.TryRun("umount", new[] { ExportDirectory }).ExitCode != 0 && Tool.TryRun("mountpoint", new[] { "-q", ExportDirectory }).ExitCode == 0; i++)
+        {
+            Thread.Sleep(200);
+        }
+
         if (Tool.TryRun("mountpoint", new[] { "-q", ExportDirectory }).ExitCode == 0)
         {
             Tool.TryRun("umount", new[] { "-l", ExportDirectory });

@@ -139,6 +139,9 @@ public sealed class ReplicaVmPlan
 
     public required IReadOnlyList<PlanStep> Steps { get; init; }
 
+    /// <summary>libvirt: a domain of that name was already defined (so a failed start must not undefine it).</summary>
+    internal bool DomainExisted { get; init; }
+
     public string Describe() => string.Join(Environment.NewLine, Copies.Select(c => "# " + c).Concat(Steps.Select(s => s.ToString())));
 }
 
@@ -161,17 +164,17 @@ public sealed partial class ReplicaVmLauncher
     public async Task<ReplicaVmPlan> PlanAsync(ReplicaVmRequest request, CancellationToken cancellationToken = default)
     {
         Validate(request);
-        await CheckNotRunningAsync(request, cancellationToken).ConfigureAwait(false);
+        var existed = await CheckNotRunningAsync(request, cancellationToken).ConfigureAwait(false);
         var copies = request.Copies.Select((c, i) => new DiskCopyReport { Preference = i + 1, Location = c.Text }).ToArray();
         for (var i = 0; i < copies.Length; i++)
         {
             if (await ProbeAsync(request, copies[i], cancellationToken).ConfigureAwait(false))
             {
-                return new ReplicaVmPlan { Request = request, Copies = copies, Candidate = i, Steps = StartSteps(request, request.Copies[i], copies[i].Format!).Steps };
+                return new ReplicaVmPlan { Request = request, Copies = copies, Candidate = i, Steps = StartSteps(request, request.Copies[i], copies[i].Format!).Steps, DomainExisted = existed };
             }
         }
 
-        return new ReplicaVmPlan { Request = request, Copies = copies, Candidate = -1, Steps = Array.Empty<PlanStep>() };
+        return new ReplicaVmPlan { Request = request, Copies = copies, Candidate = -1, Steps = Array.Empty<PlanStep>(), DomainExisted = existed };
     }
 
     public async Task<ReplicaVmStartResult> StartAsync(ReplicaVmPlan plan, CancellationToken cancellationToken = default)
@@ -202,6 +205,13 @@ public sealed partial class ReplicaVmLauncher
             }
 
             return await DescribeAsync(request, copies, i, cancellationToken).ConfigureAwait(false);
+        }
+
+        if (request.Backend == VmBackend.Libvirt && request.Persistent && !plan.DomainExisted && plan.Candidate >= 0)
+        {
+            // A failed start must not leave a definition behind that points at an unusable copy.
+            var vm = new LibvirtVirtualMachine(Session, request.Name, request.LibvirtUri);
+            await Host.RunAsync(new CommandSpec(vm.Virsh("undefine", "--", request.Name).Arguments) { ThrowOnFailure = false, Timeout = TimeSpan.FromMinutes(1) }, cancellationToken).ConfigureAwait(false);
         }
 
         throw new ReplicaException("NoUsableDiskCopy", ReplicaErrorCategory.ResourceUnavailable,
@@ -254,7 +264,8 @@ public sealed partial class ReplicaVmLauncher
         }
     }
 
-    private async Task CheckNotRunningAsync(ReplicaVmRequest request, CancellationToken cancellationToken)
+    /// <summary>Refuses a VM that already runs; returns whether a libvirt domain of that name is defined.</summary>
+    private async Task<bool> CheckNotRunningAsync(ReplicaVmRequest request, CancellationToken cancellationToken)
     {
         if (request.Backend == VmBackend.Qmp)
         {
@@ -264,7 +275,7 @@ public sealed partial class ReplicaVmLauncher
             }
             catch (QmpConnectionException)
             {
-                return; // nothing answers there: free to use
+                return false; // nothing answers there: free to use
             }
 
             throw new ReplicaException("VmAlreadyRunning", ReplicaErrorCategory.ResourceExists,
@@ -279,7 +290,7 @@ public sealed partial class ReplicaVmLauncher
         }
         catch (VmNotFoundException)
         {
-            return;
+            return false;
         }
 
         if (state is VmRunState.Running or VmRunState.Paused)
@@ -287,6 +298,8 @@ public sealed partial class ReplicaVmLauncher
             throw new ReplicaException("VmAlreadyRunning", ReplicaErrorCategory.ResourceExists,
                 $"The libvirt domain '{request.Name}' on host '{Host.Name}' is already {state}; refusing to start it a second time.", Host.Name, request.Name);
         }
+
+        return true;
     }
 
     private sealed record StartCommands(IReadOnlyList<PlanStep> Steps, IReadOnlyList<CommandSpec> Commands, string Drive);
