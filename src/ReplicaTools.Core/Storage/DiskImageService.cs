@@ -137,7 +137,10 @@ public sealed class DiskImageService
 
             if (exists)
             {
-                notes.Add($"'{location.Text}' exists and is overwritten (-Force).");
+                // Over NFS, qemu-img create only truncates the file to the new size: old bytes would show through a raw image
+                // (and a raw image would even be probed as the old format). Truncating to 0 first drops them.
+                notes.Add($"'{location.Text}' exists and is replaced (-Force): it is truncated to 0 bytes first.");
+                steps.Add(new PlannedCommand(Host, StorageCommands.ImageCommand(Options, true, Options.CommandTimeout, "qemu-img", "create", "-q", "-f", "raw", location.Text, "0")));
             }
 
             notes.Add($"The image is created through QEMU's libnfs driver from host '{Host.Name}'. No_COW cannot be set over NFS: on a btrfs server it comes from the " +

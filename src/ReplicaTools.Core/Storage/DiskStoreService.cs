@@ -144,6 +144,17 @@ public sealed class DiskStoreService
             throw new ArgumentException($"-CheckpointDirectory '{directory}' is inside the store '{store.Path}'; checkpoints must live outside it (default: '{store.CheckpointDirectory}').", nameof(checkpointDirectory));
         }
 
+        // The snapshot must land on the store's btrfs file system: probe the directory (or, before its first use, its parent).
+        var probe = await FileTypeAsync(directory, cancellationToken).ConfigureAwait(false) == "directory" ? directory : Parent(directory);
+        try
+        {
+            await RequireBtrfsAsync(probe, directory, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ReplicaException ex) when (ex.ErrorId == StorageErrorIds.NotBtrfs)
+        {
+            throw CheckpointNotOnStoreFileSystem(directory, store.Path);
+        }
+
         var checkpointPath = directory + "/" + CheckpointName(instant ?? DateTimeOffset.UtcNow);
         if (await FileTypeAsync(checkpointPath, cancellationToken).ConfigureAwait(false) is not null)
         {
@@ -171,14 +182,9 @@ public sealed class DiskStoreService
             var result = await step.Host.RunAsync(step.Command, cancellationToken).ConfigureAwait(false);
             if (!result.Succeeded)
             {
-                if (result.StandardError.Contains("cross-device", StringComparison.OrdinalIgnoreCase))
+                if (result.StandardError.Contains("cross-device", StringComparison.OrdinalIgnoreCase) || result.StandardError.Contains("not a btrfs", StringComparison.OrdinalIgnoreCase))
                 {
-                    throw new ReplicaException(StorageErrorIds.NotBtrfs, ReplicaErrorCategory.InvalidArgument,
-                        $"On host '{Host.Name}', the checkpoint directory of '{plan.CheckpointPath}' is not on the same btrfs file system as the store '{plan.StorePath}' (a snapshot cannot cross file systems).",
-                        Host.Name, plan.CheckpointPath)
-                    {
-                        RecommendedAction = "Give -CheckpointDirectory on the store's file system (for a store mounted by itself with subvol=, a directory under a mount of the whole file system).",
-                    };
+                    throw CheckpointNotOnStoreFileSystem(Parent(plan.CheckpointPath), plan.StorePath);
                 }
 
                 throw new CommandFailedException(result);
@@ -272,6 +278,15 @@ public sealed class DiskStoreService
         Generation = info.Generation,
         CreatedAt = info.CreatedAt,
     };
+
+    private ReplicaException CheckpointNotOnStoreFileSystem(string directory, string storePath) =>
+        new(StorageErrorIds.NotBtrfs, ReplicaErrorCategory.InvalidArgument,
+            $"On host '{Host.Name}', the checkpoint directory '{directory}' is not on the btrfs file system of the store '{storePath}'; a snapshot cannot leave its file system.",
+            Host.Name, directory)
+        {
+            RecommendedAction = "Give -CheckpointDirectory on the store's file system. A store that is mounted by itself (mount -o subvol=...) has its sibling on another file system: " +
+                                "checkpoint it through a mount of the whole btrfs file system instead.",
+        };
 
     /// <summary>"/srv/images.checkpoints/2025..." → "/srv/images" (the default layout).</summary>
     private static string GuessStorePath(string checkpointPath)
