@@ -165,7 +165,7 @@ Describe 'New-DiskImage, Get-DiskImage, Remove-DiskImage on the local machine' -
     It 'refuses to remove a directory' {
         $errors = $null
         Remove-DiskImage -Path $dir -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable errors
-        $errors.Count | Should -BeGreaterThan 0
+        $errors[0].FullyQualifiedErrorId | Should -BeLike 'NotAnImageFile,*'
         $dir | Should -Exist
     }
 }

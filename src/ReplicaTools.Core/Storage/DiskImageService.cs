@@ -295,7 +295,7 @@ public sealed class DiskImageService
 
         if (type != "regular file" && type != "regular empty file")
         {
-            throw new ReplicaException(StorageErrorIds.ImageNotFound, ReplicaErrorCategory.InvalidArgument,
+            throw new ReplicaException(StorageErrorIds.NotAnImageFile, ReplicaErrorCategory.InvalidArgument,
                 $"On host '{Host.Name}', '{location.Text}' is a {type}, not an image file; refusing to remove it.", Host.Name, location.Text);
         }
 

@@ -100,6 +100,9 @@ public sealed class DiskImageLocalTests : IDisposable
 
         var removeError = await Assert.ThrowsAsync<ReplicaException>(() => service.RemoveAsync(missing));
         Assert.Equal(StorageErrorIds.ImageNotFound, removeError.ErrorId);
+        var directoryError = await Assert.ThrowsAsync<ReplicaException>(() => service.RemoveAsync(directory));
+        Assert.Equal(StorageErrorIds.NotAnImageFile, directoryError.ErrorId);
+        Assert.True(Directory.Exists(directory));
 
         var inMissingDirectory = PathOf("no/such/dir/x.raw");
         var createError = await Assert.ThrowsAsync<ReplicaException>(() => service.CreateAsync(inMissingDirectory, 1L << 20, DiskImageFormat.Raw));
