@@ -10,10 +10,18 @@
     CompatiblePSEditions = @('Core')
     FormatsToProcess     = @('ReplicaTools.Format.ps1xml')
     CmdletsToExport      = @(
+        'Checkpoint-DiskStore'
+        'Compare-DiskImage'
+        'Get-DiskImage'
+        'Get-DiskStoreCheckpoint'
         'Get-ReplicaSession'
         'Import-ReplicaTopology'
+        'Initialize-DiskStore'
         'Invoke-ReplicaCommand'
+        'New-DiskImage'
         'New-ReplicaSession'
+        'Remove-DiskImage'
+        'Remove-DiskStoreCheckpoint'
         'Remove-ReplicaSession'
     )
     FunctionsToExport    = @()
