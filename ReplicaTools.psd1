@@ -10,10 +10,13 @@
     CompatiblePSEditions = @('Core')
     FormatsToProcess     = @('ReplicaTools.Format.ps1xml')
     CmdletsToExport      = @(
+        'Get-NbdExport'
         'Get-ReplicaSession'
         'Import-ReplicaTopology'
         'Invoke-ReplicaCommand'
+        'New-NbdExport'
         'New-ReplicaSession'
+        'Remove-NbdExport'
         'Remove-ReplicaSession'
     )
     FunctionsToExport    = @()

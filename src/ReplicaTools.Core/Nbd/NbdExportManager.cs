@@ -195,7 +195,11 @@ public sealed class NbdExportManager
     }
 
     /// <summary>Every export recorded on the host, each checked against its process; stale ones are also reported as warnings.</summary>
-    public async Task<IReadOnlyList<NbdExport>> ListAsync(CancellationToken cancellationToken = default)
+    public Task<IReadOnlyList<NbdExport>> ListAsync(CancellationToken cancellationToken = default) => ListAsync(null, warnAboutStale: true, cancellationToken);
+
+    /// <summary>The exports whose name <paramref name="include"/> accepts (all when null), each checked against its process.</summary>
+    /// <param name="warnAboutStale">Report each stale export as a warning (off when the caller is about to remove them).</param>
+    public async Task<IReadOnlyList<NbdExport>> ListAsync(Func<string, bool>? include, bool warnAboutStale = true, CancellationToken cancellationToken = default)
     {
         var directory = await GetStateDirectoryAsync(cancellationToken).ConfigureAwait(false);
         var listing = await Host.RunAsync(new CommandSpec("sh", "-c", NbdHostScripts.ListRecords, "sh", directory) { Timeout = QuickTimeout }, cancellationToken).ConfigureAwait(false);
@@ -210,6 +214,11 @@ public sealed class NbdExportManager
             }
 
             var file = $"{directory}/{chunk[..newline]}";
+            if (include is not null && !include(System.IO.Path.GetFileNameWithoutExtension(file)))
+            {
+                continue;
+            }
+
             try
             {
                 records.Add((file, NbdStateRecord.Parse(chunk[(newline + 1)..]), null));
@@ -256,7 +265,7 @@ public sealed class NbdExportManager
                 export = ToExport(record, file, reason is null ? NbdExportState.Running : NbdExportState.Stale, reason);
             }
 
-            if (export.State == NbdExportState.Stale)
+            if (export.State == NbdExportState.Stale && warnAboutStale)
             {
                 OperationContext.Reporter.Warning($"On host '{Host.Name}', the NBD export '{export.Name}' is stale: {export.StaleReason}. Remove-NbdExport -Name {export.Name} cleans it up.");
             }
