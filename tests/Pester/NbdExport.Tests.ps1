@@ -126,7 +126,7 @@ Describe 'NBD export cmdlets on the local machine' {
         It 'starts a read-only export that serves the file, and lists it' {
             if (-not $script:haveServers) { Set-ItResult -Skipped -Because 'qemu-nbd, nbd-server and nbdinfo are not installed' }
             $export = New-NbdExport -Path $script:image -Name $script:name -Server $script:server -ReadOnly
-            $export | Should -BeOfType ([ReplicaTools.Core.Nbd.NbdExport])
+            $export.GetType().FullName | Should -Be 'ReplicaTools.Core.Nbd.NbdExport'
             $export.State | Should -Be 'Running'
             $export.Server | Should -Be $script:server
             $export.HostName | Should -Be 'localhost'
@@ -135,7 +135,7 @@ Describe 'NBD export cmdlets on the local machine' {
             $export.Uri | Should -Be "nbd://127.0.0.1:$($export.Port)/$($script:name)"
             Test-ProcessRunning $export.ProcessId | Should -BeTrue
 
-            (Invoke-ReplicaCommand -ArgumentList nbdinfo, --size, $export.Uri).StandardOutput.Trim() | Should -Be '1048576'
+            (Invoke-ReplicaCommand -ArgumentList 'nbdinfo', '--size', $export.Uri).StandardOutput.Trim() | Should -Be '1048576'
 
             $listed = Get-NbdExport -Name 'pester-*' | Where-Object Name -EQ $script:name
             $listed.State | Should -Be 'Running'
@@ -193,7 +193,7 @@ Describe 'NBD export cmdlets on the local machine' {
                 $export.Path | Should -Be (Resolve-Path $script:image).ProviderPath
             }
             finally {
-                $export | Remove-NbdExport -Confirm:$false
+                if ($export) { $export | Remove-NbdExport -Confirm:$false }
             }
         }
     }

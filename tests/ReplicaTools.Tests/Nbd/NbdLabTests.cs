@@ -341,7 +341,7 @@ public sealed class NbdLabTests : IAsyncLifetime
         }
 
         // The copy tool this test started, found by the unique temporary path it writes (as an operator's kill or the OOM killer would).
-        var pid = Assert.Single(copiers, p => LocalProcesses.CommandLine(p)[0] is "nbdcopy" or "qemu-img");
+        var pid = Assert.Single(copiers, p => LocalProcesses.CommandLine(p).FirstOrDefault() is "nbdcopy" or "qemu-img");
         Assert.True(new FileInfo(temporary).Length >= 0);
         Tool.Run("kill", "-KILL", pid.ToString(CultureInfo.InvariantCulture));
 
