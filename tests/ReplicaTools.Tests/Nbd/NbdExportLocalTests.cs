@@ -148,6 +148,57 @@ public sealed class NbdExportLocalTests : IAsyncLifetime
         sleeper.Kill();
     }
 
+    [Fact]
+    public async Task ServerThatIgnoresSigterm_IsKilledAfterTheGracePeriod_WithAWarning()
+    {
+        Tool.Require("bash");
+        var image = Path.Combine(root, "stubborn.raw");
+        CreateRandomImage(image, MiB, 1);
+        var export = await manager.NewAsync(new NbdExportRequest { Name = "stubborn", Path = image, ReadOnly = true, Server = NbdServerKind.NbdServer });
+        await manager.RemoveAsync(export);
+
+        var ready = Path.Combine(root, "stubborn.ready");
+
+        // A process that passes the identity check (argv[0] nbd-server, the export's pid file in its arguments) but ignores TERM.
+        using var stubborn = System.Diagnostics.Process.Start("bash", new[]
+        {
+            "-c", "exec -a nbd-server /usr/bin/python3 -c 'import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); open(sys.argv[3], \"w\").close(); time.sleep(120)' -p \"$1\" \"$2\"",
+            "bash", export.PidFile, ready,
+        });
+        try
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (!File.Exists(ready) && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(50);
+            }
+
+            var impostor = new NbdExport
+            {
+                Name = export.Name, HostName = export.HostName, Path = export.Path, ListenAddress = export.ListenAddress, Uri = export.Uri,
+                StateFile = export.StateFile, ConfigFile = export.ConfigFile, PidFile = export.PidFile, Server = NbdServerKind.NbdServer,
+                ProcessId = stubborn.Id, ServerArguments = new[] { "nbd-server" },
+            };
+            var reporter = new RecordingReporter();
+            var stopwatch = System.Diagnostics.Stopwatch.StartNew();
+            using (OperationContext.Use(reporter))
+            {
+                await manager.RemoveAsync(impostor, TimeSpan.FromSeconds(1));
+            }
+
+            Assert.True(await LocalProcesses.WaitGoneAsync(stubborn.Id, TimeSpan.FromSeconds(5)));
+            Assert.InRange(stopwatch.Elapsed.TotalSeconds, 0.9, 15);
+            Assert.Contains(reporter.Warnings, w => w.Contains("did not stop within the grace period and was killed"));
+        }
+        finally
+        {
+            if (!stubborn.HasExited)
+            {
+                stubborn.Kill();
+            }
+        }
+    }
+
     [Theory]
     [InlineData(NbdServerKind.NbdServer)]
     [InlineData(NbdServerKind.QemuNbd)]
