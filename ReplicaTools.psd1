@@ -14,14 +14,17 @@
         'Compare-DiskImage'
         'Get-DiskImage'
         'Get-DiskStoreCheckpoint'
+        'Get-NbdExport'
         'Get-ReplicaSession'
         'Import-ReplicaTopology'
         'Initialize-DiskStore'
         'Invoke-ReplicaCommand'
         'New-DiskImage'
+        'New-NbdExport'
         'New-ReplicaSession'
         'Remove-DiskImage'
         'Remove-DiskStoreCheckpoint'
+        'Remove-NbdExport'
         'Remove-ReplicaSession'
     )
     FunctionsToExport    = @()
