@@ -10,11 +10,22 @@
     CompatiblePSEditions = @('Core')
     FormatsToProcess     = @('ReplicaTools.Format.ps1xml')
     CmdletsToExport      = @(
+        'Checkpoint-DiskStore'
+        'Compare-DiskImage'
+        'Get-DiskImage'
+        'Get-DiskStoreCheckpoint'
         'Get-DriveMirror'
+        'Get-NbdExport'
         'Get-ReplicaSession'
         'Import-ReplicaTopology'
+        'Initialize-DiskStore'
         'Invoke-ReplicaCommand'
+        'New-DiskImage'
+        'New-NbdExport'
         'New-ReplicaSession'
+        'Remove-DiskImage'
+        'Remove-DiskStoreCheckpoint'
+        'Remove-NbdExport'
         'Remove-ReplicaSession'
         'Resume-DriveMirror'
         'Start-DriveMirror'

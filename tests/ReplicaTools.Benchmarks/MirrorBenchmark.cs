@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using ReplicaTools.Core.Mirror;
+using ReplicaTools.Core.Storage;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 using ReplicaTools.TestLab;
@@ -20,7 +21,7 @@ public static class MirrorBenchmark
         EnsureImage(cache, sizeGiB * 1024L);
         var directory = Path.Combine("/tmp", "rtbench-" + Guid.NewGuid().ToString("N")[..6]);
         Directory.CreateDirectory(directory);
-        await using var nfs = await MirrorNfsLab.StartAsync($"{Math.Max(16, sizeGiB * 4)}G");
+        await using var nfs = await NfsLab.StartAsync(new NfsLabOptions { VolumeSize = Math.Max(16L, sizeGiB * 4L) << 30 });
         var (nfs1, nfs2) = (nfs[0], nfs[1]);
         var table = new Table("format", "destination", "qemu-img convert s", "mirror to ready s", "convert MiB/s", "mirror MiB/s", "ratio", "allocated convert/mirror MiB");
         var ratios = new List<(string Format, double Ratio)>();

@@ -7,6 +7,7 @@ using ReplicaTools.Core.Libvirt;
 using ReplicaTools.Core.Mirror;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
+using ReplicaTools.Core.Storage;
 
 namespace ReplicaTools.Core.Failover;
 
@@ -392,7 +393,7 @@ public sealed partial class ReplicaVmLauncher
             ?? throw new ArgumentException($"-DomainXml has no disk with target '{request.Drive}'.", "Drive");
         var identity = old?.Element("source")?.Element("identity")?.ToString(SaveOptions.DisableFormatting);
         var target = old?.Element("target") ?? new XElement("target", new XAttribute("dev", "vda"), new XAttribute("bus", "virtio"));
-        var replacement = XElement.Parse(copy.ToLibvirtDiskXml(format, copy.IsNfs ? identity : null));
+        var replacement = XElement.Parse(copy.ToLibvirtDiskXml(format, copy.IsNfsUrl ? identity : null));
         replacement.Add(new XElement(target));
         foreach (var keep in old?.Elements().Where(e => e.Name.LocalName is "address" or "boot" or "serial" or "alias") ?? Enumerable.Empty<XElement>())
         {

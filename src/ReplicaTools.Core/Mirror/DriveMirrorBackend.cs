@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
+using ReplicaTools.Core.Storage;
 
 namespace ReplicaTools.Core.Mirror;
 
@@ -218,7 +219,7 @@ public abstract class DriveMirrorBackend
                 await Host.RunAsync(spec, cancellationToken).ConfigureAwait(false);
             }
 
-            return destination.IsNfs
+            return destination.IsNfsUrl
                 ? $"the incomplete destination {destination} was blanked (512 zero bytes, so it cannot pass for a copy); delete the file on the storage server"
                 : $"the incomplete destination {destination} was removed";
         }
@@ -233,13 +234,13 @@ public abstract class DriveMirrorBackend
     /// rm on the VM host for a path. An nfs:// URL cannot be deleted with QEMU's tools (and the VM host may not mount
     /// the export), so the file is cut to 512 bytes and zeroed: it no longer opens as an image, let alone a copy.
     /// </summary>
-    protected static IReadOnlyList<CommandSpec> RemoveCommands(ImageLocation destination) => destination.IsNfs
+    protected static IReadOnlyList<CommandSpec> RemoveCommands(ImageLocation destination) => destination.IsNfsUrl
         ? new[]
         {
             new CommandSpec("timeout", "-s", "KILL", "20", "qemu-img", "resize", "-q", "-f", "raw", "--shrink", destination.Text, "512") { Timeout = TimeSpan.FromSeconds(40) },
             new CommandSpec("timeout", "-s", "KILL", "20", "qemu-io", "-f", "raw", "-c", "write -z 0 512", destination.Text) { Timeout = TimeSpan.FromSeconds(40) },
         }
-        : new[] { new CommandSpec("rm", "-f", "--", destination.Path) { Timeout = TimeSpan.FromSeconds(30) } };
+        : new[] { new CommandSpec("rm", "-f", "--", destination.ServerPath()) { Timeout = TimeSpan.FromSeconds(30) } };
 
     private static bool IsCopying(DriveMirrorJob job) =>
         job.State is DriveMirrorState.Running || (job.State is DriveMirrorState.Ready && job.BytesDone < job.BytesTotal);

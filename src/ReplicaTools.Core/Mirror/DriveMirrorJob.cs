@@ -1,5 +1,6 @@
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
+using ReplicaTools.Core.Storage;
 
 namespace ReplicaTools.Core.Mirror;
 

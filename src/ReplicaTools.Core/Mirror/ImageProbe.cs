@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using ReplicaTools.Core.Remote;
+using ReplicaTools.Core.Storage;
 
 namespace ReplicaTools.Core.Mirror;
 
@@ -122,7 +123,7 @@ public static class ImageProbe
         var stderr = result.StandardError.Trim();
         if (result.ExitCode is 137 or 124)
         {
-            return (ImageProbeStatus.Unreachable, location.IsNfs
+            return (ImageProbeStatus.Unreachable, location.IsNfsUrl
                 ? $"the NFS server '{location.NfsServer}' did not answer within {limit.TotalSeconds:0} s (hung?); the probe was killed"
                 : $"opening the image did not finish within {limit.TotalSeconds:0} s; the probe was killed");
         }
@@ -134,7 +135,7 @@ public static class ImageProbe
 
         if (stderr.Contains("NFS3ERR_NOENT", StringComparison.Ordinal) || stderr.Contains("No such file or directory", StringComparison.Ordinal))
         {
-            return (ImageProbeStatus.NotFound, location.IsNfs ? $"the file '{location.Path}' does not exist on NFS server '{location.NfsServer}'" : $"the file '{location.Path}' does not exist");
+            return (ImageProbeStatus.NotFound, location.IsNfsUrl ? $"the file '{location.ServerPath()}' does not exist on NFS server '{location.NfsServer}'" : $"the file '{location.ServerPath()}' does not exist");
         }
 
         string[] unreachable = { "Failed to mount nfs share", "nfs_service failed", "RPC error", "mount_cb", "Connection refused", "No route to host", "Program is not available" };

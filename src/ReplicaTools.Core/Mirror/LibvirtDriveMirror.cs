@@ -4,6 +4,7 @@ using System.Xml.Linq;
 using ReplicaTools.Core.Libvirt;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
+using ReplicaTools.Core.Storage;
 
 namespace ReplicaTools.Core.Mirror;
 
@@ -51,7 +52,7 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
         var arguments = new List<string> { "blockcopy" };
         var positional = new List<string> { "--", Vm.DomainName, disk.Drive };
         byte[]? stdin = null;
-        if (request.Destination.IsNfs)
+        if (request.Destination.IsNfsUrl)
         {
             // A network destination is described as a disk; the NFS identity (uid/gid) of the source applies to the copy too.
             var identity = diskElement.Element("source")?.Element("identity")?.ToString(SaveOptions.DisableFormatting);
@@ -60,7 +61,7 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
         }
         else
         {
-            positional.Add(request.Destination.Path);
+            positional.Add(request.Destination.Text);
             arguments.AddRange(new[] { "--format", format });
         }
 

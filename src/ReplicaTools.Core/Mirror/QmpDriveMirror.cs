@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
+using ReplicaTools.Core.Storage;
 
 namespace ReplicaTools.Core.Mirror;
 
@@ -590,13 +591,13 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
                     };
                 }
 
-                if (!destination.IsNfs)
+                if (!destination.IsNfsUrl)
                 {
-                    var directory = await vm.Host.RunAsync(new CommandSpec("test", "-d", destination.Directory) { ThrowOnFailure = false, Timeout = TimeSpan.FromSeconds(30) }, cancellationToken).ConfigureAwait(false);
+                    var directory = await vm.Host.RunAsync(new CommandSpec("test", "-d", destination.Directory!) { ThrowOnFailure = false, Timeout = TimeSpan.FromSeconds(30) }, cancellationToken).ConfigureAwait(false);
                     if (directory.ExitCode != 0)
                     {
                         throw new DriveMirrorException("DestinationDirectoryNotFound", ReplicaErrorCategory.ObjectNotFound, vm, disk.Drive, destination.Text,
-                            Fail($"the directory '{destination.Directory}' does not exist on host '{vm.Host.Name}'. Nothing was started."));
+                            Fail($"the directory '{destination.Directory!}' does not exist on host '{vm.Host.Name}'. Nothing was started."));
                     }
                 }
 

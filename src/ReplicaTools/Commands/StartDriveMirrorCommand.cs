@@ -1,5 +1,6 @@
 using System.Management.Automation;
 using ReplicaTools.Core.Mirror;
+using ReplicaTools.Core.Storage;
 
 namespace ReplicaTools.Commands;
 

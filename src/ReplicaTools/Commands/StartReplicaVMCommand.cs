@@ -1,6 +1,7 @@
 using System.Management.Automation;
 using ReplicaTools.Core.Failover;
 using ReplicaTools.Core.Mirror;
+using ReplicaTools.Core.Storage;
 
 namespace ReplicaTools.Commands;
 

@@ -1,5 +1,6 @@
 using ReplicaTools.Core;
 using ReplicaTools.Core.Mirror;
+using ReplicaTools.Core.Storage;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 using ReplicaTools.Tests.Qemu;

@@ -1,5 +1,6 @@
 using ReplicaTools.Core.Failover;
 using ReplicaTools.Core.Mirror;
+using ReplicaTools.Core.Storage;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 using ReplicaTools.TestLab;

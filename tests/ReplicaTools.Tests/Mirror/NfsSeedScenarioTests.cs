@@ -1,46 +1,63 @@
-using System.Security;
 using ReplicaTools.Core;
 using ReplicaTools.Core.Failover;
 using ReplicaTools.Core.Mirror;
+using ReplicaTools.Core.Storage;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 using ReplicaTools.TestLab;
+using ReplicaTools.Tests.Storage;
 
 namespace ReplicaTools.Tests.Mirror;
 
-/// <summary>The NFS lab, started once for the seed-scenario tests (STOPGAP fixture until feature/storage's lands).</summary>
-public sealed class NfsFixture : IAsyncLifetime
+/// <summary>feature/storage's two-server NFS lab (nfs-ganesha on 127.0.0.2/127.0.0.3, btrfs on loop devices), shared by the seed-scenario tests.</summary>
+public sealed class MirrorNfsFixture : IAsyncLifetime
 {
-    public MirrorNfsLab Lab { get; private set; } = null!;
+    private NfsLab? lab;
+
+    public NfsLab Lab => lab ?? throw new InvalidOperationException("The NFS lab is not started (see the skip reason).");
 
     public NfsServer Nfs1 => Lab[0];
 
     public NfsServer Nfs2 => Lab[1];
 
-    public async Task InitializeAsync() => Lab = await MirrorNfsLab.StartAsync("6G");
+    public async Task InitializeAsync()
+    {
+        if (NfsLab.IsSupported(out _))
+        {
+            // 2 GiB each: mirrors to VDI targets allocate their whole virtual size.
+            lab = await NfsLab.StartAsync(new NfsLabOptions { VolumeSize = 2L << 30 });
+        }
+    }
 
-    public async Task DisposeAsync() => await Lab.DisposeAsync();
+    public async Task DisposeAsync()
+    {
+        if (lab is not null)
+        {
+            await lab.DisposeAsync();
+        }
+    }
 
     /// <summary>Brings both servers back (a test may have killed or frozen one) and restores rpcbind's entries.</summary>
     public async Task HealAsync()
     {
-        foreach (var server in Lab.Servers)
+        if (lab is null)
         {
-            server.Thaw();
-            if (!server.IsRunning)
-            {
-                await server.StartAsync();
-            }
+            return;
         }
 
-        MirrorNfsLab.EnsureRegistered();
+        foreach (var server in lab.Servers)
+        {
+            await server.RestoreAsync();
+        }
+
+        lab.EnsureRegistered();
     }
 }
 
 [CollectionDefinition(Name)]
-public sealed class NfsCollection : ICollectionFixture<NfsFixture>
+public sealed class MirrorNfsCollection : ICollectionFixture<MirrorNfsFixture>
 {
-    public const string Name = "nfs";
+    public const string Name = "mirror-nfs";
 }
 
 /// <summary>
@@ -48,8 +65,8 @@ public sealed class NfsCollection : ICollectionFixture<NfsFixture>
 /// both servers export btrfs on loop devices. Stop with and without pivot leaves a byte-identical copy; failover
 /// starts from NFS2 when NFS1 is gone; a dead destination is an error or a Stalled job, never a hang.
 /// </summary>
-[Collection(NfsCollection.Name)]
-public sealed class NfsSeedScenarioTests(NfsFixture nfs) : IAsyncLifetime
+[Collection(MirrorNfsCollection.Name)]
+public sealed class NfsSeedScenarioTests(MirrorNfsFixture nfs) : IAsyncLifetime
 {
     private const long MiB = 1024 * 1024;
     private readonly string directory = Path.Combine("/tmp", "rtseed-" + Guid.NewGuid().ToString("N")[..8]);
@@ -70,7 +87,7 @@ public sealed class NfsSeedScenarioTests(NfsFixture nfs) : IAsyncLifetime
         }
 
         await nfs.HealAsync();
-        foreach (var file in files)
+        foreach (var file in files.Where(_ => NfsLab.IsSupported(out _)))
         {
             nfs.Nfs1.DeleteFile(file);
             nfs.Nfs2.DeleteFile(file);
@@ -79,7 +96,7 @@ public sealed class NfsSeedScenarioTests(NfsFixture nfs) : IAsyncLifetime
         Directory.Delete(directory, recursive: true);
     }
 
-    [Theory]
+    [NfsTheory]
     [InlineData(false)]
     [InlineData(true)]
     public async Task VdiOnNfs1_MirroredToNfs2_WhileWriting_StopsWithAByteIdenticalCopy(bool pivot)
@@ -105,13 +122,12 @@ public sealed class NfsSeedScenarioTests(NfsFixture nfs) : IAsyncLifetime
         Assert.Equal(pivot ? destination : nfs.Nfs1.Url(file), (await vm.Machine().ResolveDiskAsync(null)).Source);
 
         await vm.DisposeAsync();
-        var (identical, output) = Images.Compare(nfs.Nfs1.Url(file), "vdi", destination, "vdi");
-        Assert.True(identical, output);
+        await AssertIdenticalAsync(nfs.Nfs1.Url(file), destination);
         Assert.True(Images.HasPattern(destination, "vdi", 0xee, 44 * MiB, 2 * MiB));
         Assert.True(Images.HasPattern(destination, "vdi", 0xb5, 38 * MiB, 512 * 1024));
     }
 
-    [Theory]
+    [NfsTheory]
     [InlineData(false)]
     [InlineData(true)]
     public async Task LibvirtDomain_Qcow2OnNfs1_MirroredToNfs2_StopsWithAByteIdenticalCopy(bool pivot)
@@ -158,19 +174,18 @@ public sealed class NfsSeedScenarioTests(NfsFixture nfs) : IAsyncLifetime
             libvirt.Destroy(name);
         }
 
-        var (identical, output) = Images.Compare(source, "qcow2", nfs.Nfs2.Url(file), "qcow2");
-        Assert.True(identical, output);
+        await AssertIdenticalAsync(source, nfs.Nfs2.Url(file));
         Assert.True(Images.HasPattern(nfs.Nfs2.Url(file), "qcow2", 0x43, 36 * MiB, 2 * MiB));
     }
 
-    [Fact]
+    [NfsFact]
     public async Task Failover_Nfs1Dead_StartsFromNfs2_AndSaysWhyNfs1WasSkipped()
     {
         var file = NewFile("vdi");
         Images.Create(nfs.Nfs1.Url(file), "vdi", "16M");
         Images.Create(nfs.Nfs2.Url(file), "vdi", "16M");
         Images.Write(nfs.Nfs2.Url(file), "vdi", 0x77, 0, MiB);
-        nfs.Nfs1.Kill();
+        nfs.Nfs1.SimulateOutage();
         var socket = Path.Combine(directory, "fo.qmp");
         var launcher = new ReplicaVmLauncher(ReplicaSession.Local);
 
@@ -189,7 +204,7 @@ public sealed class NfsSeedScenarioTests(NfsFixture nfs) : IAsyncLifetime
         Assert.Equal(nfs.Nfs2.Url(file), (await VirtualMachine.Open(ReplicaSession.Local, null, socket).ResolveDiskAsync(null)).Source);
     }
 
-    [Fact]
+    [NfsFact]
     public async Task Failover_Nfs1Hung_IsSkippedAfterTheProbeTimeout_NotWaitedForForever()
     {
         var file = NewFile("vdi");
@@ -211,12 +226,12 @@ public sealed class NfsSeedScenarioTests(NfsFixture nfs) : IAsyncLifetime
         Assert.Contains("did not answer within 3 s", result.Copies[0].Reason);
     }
 
-    [Fact]
+    [NfsFact]
     public async Task DestinationServerDown_IsAClearError_AndNothingIsLeftBehind()
     {
         var (vm, file) = await StartVmOnNfs1Async("vdi", 8);
         var mirror = vm.Machine().CreateMirrorBackend();
-        nfs.Nfs2.Kill();
+        nfs.Nfs2.SimulateOutage();
 
         var error = await Assert.ThrowsAsync<DriveMirrorException>(() => mirror.PlanStartAsync(new MirrorStartRequest { Destination = ImageLocation.Parse(nfs.Nfs2.Url(file)) }));
 
@@ -228,7 +243,7 @@ public sealed class NfsSeedScenarioTests(NfsFixture nfs) : IAsyncLifetime
         Assert.False(File.Exists(nfs.Nfs2.LocalPath(file)));
     }
 
-    [Fact]
+    [NfsFact]
     public async Task SmallerDestinationOnNfs2_IsRefusedBeforeAnythingStarts()
     {
         var (vm, file) = await StartVmOnNfs1Async("vdi", 8);
@@ -242,7 +257,7 @@ public sealed class NfsSeedScenarioTests(NfsFixture nfs) : IAsyncLifetime
         Assert.Empty(await mirror.GetAsync(null));
     }
 
-    [Fact]
+    [NfsFact]
     public async Task DestinationDyingMidCopy_ShowsStalled_AndWaitEndsWithAClearError()
     {
         var (vm, file) = await StartVmOnNfs1Async("vdi", 48);
@@ -250,7 +265,7 @@ public sealed class NfsSeedScenarioTests(NfsFixture nfs) : IAsyncLifetime
         var destination = nfs.Nfs2.Url(file);
         await mirror.StartAsync(await mirror.PlanStartAsync(new MirrorStartRequest { Destination = ImageLocation.Parse(destination), BandwidthMBps = 2 }));
         await Task.Delay(TimeSpan.FromSeconds(2));
-        nfs.Nfs2.Kill();
+        nfs.Nfs2.SimulateOutage();
 
         // QEMU raises no error for a dead NFS target: the offset just stops moving.
         var seen = await mirror.GetOneAsync(null);
@@ -271,6 +286,13 @@ public sealed class NfsSeedScenarioTests(NfsFixture nfs) : IAsyncLifetime
         await mirror.StopAsync(await mirror.PlanStopAsync(null, false, false), TimeSpan.FromMinutes(2));
     }
 
+    /// <summary>Compare-DiskImage's core: guest-visible content, byte for byte.</summary>
+    private static async Task AssertIdenticalAsync(string reference, string difference)
+    {
+        var comparison = await DiskImageComparer.CompareAsync(ImageEndpoint.For(ReplicaSession.Local, reference), ImageEndpoint.For(ReplicaSession.Local, difference));
+        Assert.True(comparison.Identical, comparison.Message);
+    }
+
     private string NewFile(string format)
     {
         var file = $"t{Guid.NewGuid().ToString("N")[..8]}.{format}";
@@ -288,5 +310,17 @@ public sealed class NfsSeedScenarioTests(NfsFixture nfs) : IAsyncLifetime
         var vm = await QemuVm.StartAsync(directory, "s" + vms.Count, new LabDisk("virtio0", source, format));
         vms.Add(vm);
         return (vm, file);
+    }
+}
+
+/// <summary>A theory that needs the nfs-ganesha lab (root, btrfs, ganesha, rpcbind); skipped with the reason elsewhere.</summary>
+public sealed class NfsTheoryAttribute : TheoryAttribute
+{
+    public NfsTheoryAttribute()
+    {
+        if (!NfsLab.IsSupported(out var why))
+        {
+            Skip = why;
+        }
     }
 }

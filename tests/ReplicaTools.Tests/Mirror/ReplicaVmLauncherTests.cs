@@ -1,6 +1,7 @@
 using ReplicaTools.Core;
 using ReplicaTools.Core.Failover;
 using ReplicaTools.Core.Mirror;
+using ReplicaTools.Core.Storage;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 using ReplicaTools.Tests.Qemu;
