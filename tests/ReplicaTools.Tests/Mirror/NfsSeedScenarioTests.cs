@@ -244,6 +244,26 @@ public sealed class NfsSeedScenarioTests(MirrorNfsFixture nfs) : IAsyncLifetime
     }
 
     [NfsFact]
+    public async Task DestinationServerHung_IsCaughtByTheProbe_SoQemuNeverBlocksOnIt()
+    {
+        var (vm, file) = await StartVmOnNfs1Async("vdi", 8);
+        var mirror = vm.Machine().CreateMirrorBackend();
+        nfs.Nfs2.Freeze();
+
+        var error = await Assert.ThrowsAsync<DriveMirrorException>(() => mirror.PlanStartAsync(new MirrorStartRequest
+        {
+            Destination = ImageLocation.Parse(nfs.Nfs2.Url(file)), ProbeTimeout = TimeSpan.FromSeconds(3),
+        }));
+
+        Assert.Equal("DestinationUnreachable", error.ErrorId);
+        Assert.Contains("did not answer within 3 s", error.Message);
+
+        // drive-mirror was never sent, so QEMU's main loop is free: it still answers at once.
+        Assert.Empty(await mirror.GetAsync(null));
+        Assert.Equal(VmRunState.Paused, await vm.Machine().GetStateAsync());
+    }
+
+    [NfsFact]
     public async Task SmallerDestinationOnNfs2_IsRefusedBeforeAnythingStarts()
     {
         var (vm, file) = await StartVmOnNfs1Async("vdi", 8);
