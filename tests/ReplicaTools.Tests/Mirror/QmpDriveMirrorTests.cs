@@ -95,6 +95,53 @@ public sealed class QmpDriveMirrorTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task SyncTop_CopiesOnlyTheTopImage_AndTheCopyKeepsTheBackingFile()
+    {
+        var baseImage = Path.Combine(directory, "base.qcow2");
+        Images.Create(baseImage, "qcow2", "32M");
+        Images.Write(baseImage, "qcow2", 0x0b, 0, 16 * MiB);
+        var top = Path.Combine(directory, "top.qcow2");
+        Tool.Run("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", baseImage, top);
+        Images.Write(top, "qcow2", 0x7a, 4 * MiB, MiB);
+        var vm = await QemuVm.StartAsync(directory, "top", new LabDisk("virtio0", top, "qcow2"));
+        vms.Add(vm);
+        var destination = Path.Combine(directory, "top-copy.qcow2");
+        var mirror = vm.Machine().CreateMirrorBackend();
+
+        var plan = await mirror.PlanStartAsync(new MirrorStartRequest { Destination = ImageLocation.Parse(destination), Sync = MirrorSyncMode.Top });
+        Assert.Contains("\"sync\":\"top\"", plan.Steps[^1].Command);
+        await mirror.StartAsync(plan);
+        await mirror.WaitAsync(null, new MirrorWaitOptions());
+        await vm.WriteAsync("virtio0", 0x7b, 20 * MiB, MiB);
+        await mirror.StopAsync(await mirror.PlanStopAsync(null, false, false), TimeSpan.FromMinutes(2));
+        await vm.DisposeAsync();
+
+        var info = System.Text.Json.JsonDocument.Parse(Tool.Run("qemu-img", "info", "--output=json", destination)).RootElement;
+        Assert.Equal(baseImage, info.GetProperty("backing-filename").GetString());
+        Assert.True(new FileInfo(destination).Length < 8 * MiB, "only the top image's clusters are copied");
+        var (identical, output) = Images.Compare(top, "qcow2", destination, "qcow2");
+        Assert.True(identical, output);
+    }
+
+    [Fact]
+    public async Task Format_ConvertsWhileMirroring()
+    {
+        var (vm, source) = await StartVmAsync("qcow2", "16M");
+        var destination = Path.Combine(directory, "converted.raw");
+        var mirror = Open(vm);
+
+        await mirror.StartAsync(await mirror.PlanStartAsync(new MirrorStartRequest { Destination = ImageLocation.Parse(destination), Format = "raw" }));
+        await mirror.WaitAsync(null, new MirrorWaitOptions());
+        var stopped = await mirror.StopAsync(await mirror.PlanStopAsync(null, false, false), TimeSpan.FromMinutes(2));
+        await vm.DisposeAsync();
+
+        Assert.Equal("raw", stopped.Format);
+        Assert.Equal("raw", Images.Format(destination));
+        var (identical, output) = Images.Compare(source, "qcow2", destination, "raw");
+        Assert.True(identical, output);
+    }
+
+    [Fact]
     public async Task Pivot_SwitchesTheVmOntoTheCopy_AndClosesTheOldSource()
     {
         var (vm, source) = await StartVmAsync("vdi", "32M");
