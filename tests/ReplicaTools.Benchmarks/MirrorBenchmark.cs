@@ -15,7 +15,7 @@ public static class MirrorBenchmark
 {
     private const long MiB = 1024 * 1024;
 
-    public static async Task<int> RunAsync(int sizeGiB, string[] formats)
+    public static async Task<int> RunAsync(int sizeGiB, string[] formats, int runs)
     {
         var cache = Path.Combine(Environment.GetEnvironmentVariable("REPLICATOOLS_BENCH_CACHE") ?? "/var/tmp/replicatools-bench", $"mirror-{sizeGiB}g-50pct.raw");
         EnsureImage(cache, sizeGiB * 1024L);
@@ -23,8 +23,9 @@ public static class MirrorBenchmark
         Directory.CreateDirectory(directory);
         await using var nfs = await NfsLab.StartAsync(new NfsLabOptions { VolumeSize = Math.Max(16L, sizeGiB * 4L) << 30 });
         var (nfs1, nfs2) = (nfs[0], nfs[1]);
-        var table = new Table("format", "destination", "qemu-img convert s", "mirror to ready s", "convert MiB/s", "mirror MiB/s", "ratio", "allocated convert/mirror MiB");
+        var table = new Table("format", "destination", "runs", "qemu-img convert s", "mirror to ready s", "convert MiB/s", "mirror MiB/s", "ratio", "ratio per run", "allocated convert/mirror MiB");
         var ratios = new List<(string Format, double Ratio)>();
+        var load = File.ReadAllText("/proc/loadavg").Split(' ')[..3];
         try
         {
             foreach (var format in formats)
@@ -36,30 +37,48 @@ public static class MirrorBenchmark
 
                 foreach (var reuse in new[] { false, true })
                 {
-                    var convertTarget = $"convert-{reuse}.{format}";
-                    var mirrorTarget = $"mirror-{reuse}.{format}";
-                    var convert = Stopwatch.StartNew();
-                    Tool.Run("qemu-img", new[] { "convert", "-f", format, "-O", format, nfs1.Url(source), nfs2.Url(convertTarget) }, TimeSpan.FromMinutes(30));
-                    convert.Stop();
-
-                    if (reuse)
+                    var converts = new List<double>();
+                    var mirrors = new List<double>();
+                    var allocated = string.Empty;
+                    for (var run = 0; run < runs; run++)
                     {
-                        Tool.Run("qemu-img", "create", "-q", "-f", format, nfs2.Url(mirrorTarget), $"{sizeGiB}G");
+                        var convertTarget = $"convert-{reuse}.{format}";
+                        var mirrorTarget = $"mirror-{reuse}.{format}";
+                        if (reuse)
+                        {
+                            Tool.Run("qemu-img", "create", "-q", "-f", format, nfs2.Url(mirrorTarget), $"{sizeGiB}G");
+                        }
+
+                        // Both read the same source through the same page cache: alternate who goes first.
+                        if (run % 2 == 0)
+                        {
+                            converts.Add(Convert(format, nfs1.Url(source), nfs2.Url(convertTarget)));
+                            mirrors.Add((await MirrorAsync(directory, nfs1.Url(source), format, nfs2.Url(mirrorTarget), reuse)).TotalSeconds);
+                        }
+                        else
+                        {
+                            mirrors.Add((await MirrorAsync(directory, nfs1.Url(source), format, nfs2.Url(mirrorTarget), reuse)).TotalSeconds);
+                            converts.Add(Convert(format, nfs1.Url(source), nfs2.Url(convertTarget)));
+                        }
+
+                        allocated = $"{Allocated(nfs2.LocalPath(convertTarget))} / {Allocated(nfs2.LocalPath(mirrorTarget))}";
+                        Console.Error.WriteLine($"{format} {(reuse ? "reuse" : "create")} run {run + 1}: convert {converts[^1]:0.0} s, mirror {mirrors[^1]:0.0} s");
+                        nfs2.DeleteFile(convertTarget);
+                        nfs2.DeleteFile(mirrorTarget);
                     }
 
-                    var mirror = await MirrorAsync(directory, nfs1.Url(source), format, nfs2.Url(mirrorTarget), reuse);
                     var bytes = sizeGiB * 1024.0;
-                    var ratio = convert.Elapsed.TotalSeconds / mirror.TotalSeconds;
+                    var convert = Stats.Percentile(converts, 50);
+                    var mirror = Stats.Percentile(mirrors, 50);
+                    var perRun = converts.Zip(mirrors, (c, m) => c / m).ToArray();
+                    var ratio = Stats.Percentile(perRun, 50);
                     if (!reuse)
                     {
                         ratios.Add((format, ratio));
                     }
 
-                    table.Add(format, reuse ? "pre-created (-ReuseExisting)" : "created by QEMU (default)", convert.Elapsed.TotalSeconds, mirror.TotalSeconds,
-                        bytes / convert.Elapsed.TotalSeconds, bytes / mirror.TotalSeconds, ratio.ToString("0.00", System.Globalization.CultureInfo.InvariantCulture),
-                        $"{Allocated(nfs2.LocalPath(convertTarget))} / {Allocated(nfs2.LocalPath(mirrorTarget))}");
-                    nfs2.DeleteFile(convertTarget);
-                    nfs2.DeleteFile(mirrorTarget);
+                    table.Add(format, reuse ? "pre-created (-ReuseExisting)" : "created by QEMU (default)", runs, convert, mirror, bytes / convert, bytes / mirror,
+                        Fixed(ratio), string.Join(" ", perRun.Select(Fixed)), allocated);
                 }
 
                 nfs1.DeleteFile(source);
@@ -70,8 +89,8 @@ public static class MirrorBenchmark
             Directory.Delete(directory, recursive: true);
         }
 
-        Console.WriteLine($"Mirror NFS1 -> NFS2 (nfs-ganesha on loopback, btrfs on loop devices) of a {sizeGiB} GiB image, 50% random data in 1 MiB stripes:");
-        Console.WriteLine("mirror = Start-DriveMirror's drive-mirror until READY; convert = qemu-img convert -f F -O F nfs://NFS1/... nfs://NFS2/...; ratio = mirror throughput / convert throughput");
+        Console.WriteLine($"Mirror NFS1 -> NFS2 (nfs-ganesha on loopback, btrfs on loop devices) of a {sizeGiB} GiB image, 50% random data in 1 MiB stripes; load average at start {string.Join(" ", load)}:");
+        Console.WriteLine("mirror = Start-DriveMirror's drive-mirror until READY; convert = qemu-img convert -f F -O F nfs://NFS1/... nfs://NFS2/...; times are medians; ratio = median of per-run (convert time / mirror time) = mirror throughput / convert throughput");
         table.Print(Console.Out);
         var met = ratios.All(r => r.Ratio >= 0.8);
         foreach (var (format, ratio) in ratios)
@@ -80,6 +99,15 @@ public static class MirrorBenchmark
         }
 
         return met ? 0 : 1;
+    }
+
+    private static string Fixed(double value) => value.ToString("0.00", System.Globalization.CultureInfo.InvariantCulture);
+
+    private static double Convert(string format, string source, string target)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        Tool.Run("qemu-img", new[] { "convert", "-f", format, "-O", format, source, target }, TimeSpan.FromMinutes(30));
+        return stopwatch.Elapsed.TotalSeconds;
     }
 
     private static async Task<TimeSpan> MirrorAsync(string directory, string source, string format, string destination, bool reuse)

@@ -157,7 +157,8 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
         var result = new List<DriveMirrorJob>();
         foreach (var disk in selected)
         {
-            var mirror = DiskElement(xml, disk.Drive)?.Element("mirror");
+            // Only block copies: an active commit also shows a <mirror> element (job='active-commit').
+            var mirror = DiskElement(xml, disk.Drive)?.Element("mirror") is { } m && (string?)m.Attribute("job") is null or "copy" ? m : null;
             var record = records.FirstOrDefault(r => r.Drive == disk.Drive);
             if (mirror is null && record is null)
             {
