@@ -14,6 +14,7 @@
         'Compare-DiskImage'
         'Get-DiskImage'
         'Get-DiskStoreCheckpoint'
+        'Get-DriveMirror'
         'Get-NbdExport'
         'Get-ReplicaSession'
         'Import-ReplicaTopology'
@@ -26,6 +27,12 @@
         'Remove-DiskStoreCheckpoint'
         'Remove-NbdExport'
         'Remove-ReplicaSession'
+        'Resume-DriveMirror'
+        'Start-DriveMirror'
+        'Start-ReplicaVM'
+        'Stop-DriveMirror'
+        'Suspend-DriveMirror'
+        'Wait-DriveMirror'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

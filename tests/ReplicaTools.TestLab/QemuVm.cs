@@ -54,6 +54,9 @@ public sealed class QemuVm : IAsyncDisposable
         return vm;
     }
 
+    /// <summary>Takes charge of a QEMU started elsewhere (its socket is DIRECTORY/NAME.qmp), so the test cleans it up.</summary>
+    public static QemuVm Attach(string directory, string name, int processId) => new(name, directory) { ProcessId = processId };
+
     /// <summary>-blockdev JSON for a format node over a file or nfs:// protocol node.</summary>
     public static string BlockdevJson(LabDisk disk)
     {
