@@ -102,9 +102,12 @@ public abstract class VirtualMachine
     /// The disk named <paramref name="drive"/> (target, device id or node name); with no name, the VM's only disk.
     /// Errors list the disks there are.
     /// </summary>
-    public async Task<VmDisk> ResolveDiskAsync(string? drive, CancellationToken cancellationToken = default)
+    public async Task<VmDisk> ResolveDiskAsync(string? drive, CancellationToken cancellationToken = default) =>
+        SelectDisk(await GetDisksAsync(cancellationToken).ConfigureAwait(false), drive);
+
+    /// <summary>The disk named <paramref name="drive"/> among <paramref name="disks"/> (see <see cref="ResolveDiskAsync"/>).</summary>
+    public VmDisk SelectDisk(IReadOnlyList<VmDisk> disks, string? drive)
     {
-        var disks = await GetDisksAsync(cancellationToken).ConfigureAwait(false);
         if (string.IsNullOrEmpty(drive))
         {
             return disks.Count switch
