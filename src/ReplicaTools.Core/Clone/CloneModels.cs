@@ -38,6 +38,9 @@ public sealed class CloneRequest
     /// <summary>Directory on the VM host for the point-in-time scratch image (old data of blocks the guest overwrites during the copy).</summary>
     public string ScratchDirectory { get; init; } = "/var/tmp";
 
+    /// <summary>Where the per-VM and per-destination lock files live on the hosts (flock; they stay as empty files).</summary>
+    public string LockDirectory { get; init; } = "/tmp";
+
     /// <summary>Clean up stale state of an interrupted earlier run (commit, never discard guest writes) before cloning.</summary>
     public bool Repair { get; init; }
 

@@ -77,8 +77,8 @@ public sealed class NbdCloneOperation
         var clock = Stopwatch.StartNew();
         Progress("Taking locks", 0);
 
-        await using var vmLock = await LockAsync(vm.Host, $"/tmp/replicatools-clone-vm-{CloneNames.VmKey(vm)}.lock", vm.DisplayName, cancellationToken).ConfigureAwait(false);
-        await using var destinationLock = await LockAsync(destinationHost, $"/tmp/replicatools-clone-dest-{CloneNames.Hash(Request.Destination)}.lock", $"the destination '{Request.Destination}'", cancellationToken).ConfigureAwait(false);
+        await using var vmLock = await LockAsync(vm.Host, $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-vm-{CloneNames.VmKey(vm)}.lock", vm.DisplayName, cancellationToken).ConfigureAwait(false);
+        await using var destinationLock = await LockAsync(destinationHost, $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-dest-{CloneNames.Hash(Request.Destination)}.lock", $"the destination '{Request.Destination}'", cancellationToken).ConfigureAwait(false);
         await using var source = PointInTimeSource.Create(vm, Request.ScratchDirectory);
         await source.OpenAsync(Request.Drive, cancellationToken).ConfigureAwait(false);
         var destination = new CloneDestination(destinationHost, Request.Destination);

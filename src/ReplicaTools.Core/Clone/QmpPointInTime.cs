@@ -62,14 +62,28 @@ public sealed class QmpPointInTime : PointInTimeSource
     {
         var blocks = await ExecuteAsync("query-block", null, cancellationToken).ConfigureAwait(false);
         Disk = Vm.SelectDisk(QmpVirtualMachine.ParseQueryBlock(blocks), drive ?? Disk?.Drive);
-        foreach (var block in blocks.EnumerateArray())
+        var nodes = await ExecuteAsync("query-named-block-nodes", new JsonObject { ["flat"] = true }, cancellationToken).ConfigureAwait(false);
+        if (CloneNames.IsCloneObject(Disk.NodeName))
         {
-            if (block.TryGetProperty("inserted", out var inserted) && inserted.TryGetProperty("node-name", out var node) && node.GetString() == Disk.NodeName
-                && inserted.TryGetProperty("image", out var image))
+            // A stale fleecing filter sits above the disk: the disk's own node is the format node of the same file below it.
+            var real = nodes.EnumerateArray().FirstOrDefault(n => n.GetProperty("file").GetString() == Disk.Source
+                && n.GetProperty("node-name").GetString() is { } name && !name.StartsWith('#') && !CloneNames.IsCloneObject(name)
+                && n.GetProperty("drv").GetString() is not ("file" or "copy-before-write" or "host_device"));
+            if (real.ValueKind == JsonValueKind.Object)
             {
-                VirtualSize = image.GetProperty("virtual-size").GetInt64();
+                Disk = new VmDisk
+                {
+                    Drive = Disk.Drive,
+                    DeviceId = Disk.DeviceId,
+                    NodeName = real.GetProperty("node-name").GetString(),
+                    Source = Disk.Source,
+                    Format = real.GetProperty("drv").GetString(),
+                };
             }
         }
+
+        var own = nodes.EnumerateArray().FirstOrDefault(n => n.GetProperty("node-name").GetString() == Disk.NodeName);
+        VirtualSize = own.ValueKind == JsonValueKind.Object ? own.GetProperty("image").GetProperty("virtual-size").GetInt64() : 0;
     }
 
     public override async Task<IReadOnlyList<StaleFinding>> FindStaleStateAsync(string? chain, CancellationToken cancellationToken)
@@ -103,7 +117,6 @@ public sealed class QmpPointInTime : PointInTimeSource
             }
         }
 
-        if (!CloneNames.IsCloneObject(Disk.NodeName))
         {
             var checkpoints = ParseBitmaps(nodes);
             foreach (var disabled in checkpoints.Where(c => c.IsCloneCheckpoint && c.Recording == false && c.DirtyBytes is not null))
