@@ -164,7 +164,7 @@ public sealed class LibvirtPointInTime : PointInTimeSource
 
             // A transient domain loses checkpoint metadata when it is re-created; the bitmap may still be in the qcow2.
             var file = $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-redefine-{CloneNames.NewRunId()}.xml";
-            await WriteFileAsync(file, savedXml, cancellationToken).ConfigureAwait(false);
+            await WriteFileAsync(file, WithoutParent(savedXml), cancellationToken).ConfigureAwait(false);
             try
             {
                 var result = await Host.RunAsync(domain.Virsh(new[] { "checkpoint-create", "--redefine", "--", domain.DomainName, file }, TimeSpan.FromMinutes(2)), cancellationToken).ConfigureAwait(false);
@@ -350,7 +350,15 @@ public sealed class LibvirtPointInTime : PointInTimeSource
     public override async Task<string?> GetCheckpointXmlAsync(string checkpoint, CancellationToken cancellationToken)
     {
         var dump = await Host.RunAsync(domain.Virsh(new[] { "checkpoint-dumpxml", "--no-domain", "--", domain.DomainName, checkpoint }, TimeSpan.FromMinutes(1)), cancellationToken).ConfigureAwait(false);
-        return dump.StandardOutput.Trim();
+        return WithoutParent(dump.StandardOutput);
+    }
+
+    /// <summary>A checkpoint's XML without its parent: the parent may be another destination's checkpoint, gone by the time it is redefined.</summary>
+    private static string WithoutParent(string xml)
+    {
+        var document = XDocument.Parse(xml);
+        document.Root?.Element("parent")?.Remove();
+        return document.ToString(SaveOptions.DisableFormatting);
     }
 
     /// <summary>checkpoint-delete; where the bitmap is already gone (libvirt then refuses), only the metadata.</summary>
