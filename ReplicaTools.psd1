@@ -10,10 +10,21 @@
     CompatiblePSEditions = @('Core')
     FormatsToProcess     = @('ReplicaTools.Format.ps1xml')
     CmdletsToExport      = @(
+        'Checkpoint-DiskStore'
+        'Compare-DiskImage'
+        'Get-DiskImage'
+        'Get-DiskStoreCheckpoint'
+        'Get-NbdExport'
         'Get-ReplicaSession'
         'Import-ReplicaTopology'
+        'Initialize-DiskStore'
         'Invoke-ReplicaCommand'
+        'New-DiskImage'
+        'New-NbdExport'
         'New-ReplicaSession'
+        'Remove-DiskImage'
+        'Remove-DiskStoreCheckpoint'
+        'Remove-NbdExport'
         'Remove-ReplicaSession'
     )
     FunctionsToExport    = @()

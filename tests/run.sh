@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 LAB_PACKAGES=(
   openssh-server openssh-client util-linux coreutils
   qemu-utils qemu-system-x86 qemu-block-extra
-  nbd-server nbd-client nbdkit libnbd-bin
+  nbd-server nbd-client nbdkit libnbd-bin python3-libnbd iproute2 procps
   tgt libiscsi-bin drbd-utils
   btrfs-progs fio socat
   nfs-ganesha nfs-ganesha-vfs rpcbind

@@ -1,0 +1,46 @@
+using System.Management.Automation;
+using ReplicaTools.Core.Storage;
+
+namespace ReplicaTools.Commands;
+
+[Cmdlet(VerbsCommon.Get, "DiskStoreCheckpoint")]
+[OutputType(typeof(DiskStoreCheckpoint))]
+public sealed class GetDiskStoreCheckpointCommand : HostCmdlet
+{
+    /// <summary>The store whose checkpoints to list.</summary>
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    [Alias("FullName")]
+    public string Path { get; set; } = string.Empty;
+
+    [Parameter(Position = 1)]
+    [SupportsWildcards]
+    [ValidateNotNullOrEmpty]
+    public string[]? Name { get; set; }
+
+    [Parameter(ValueFromPipelineByPropertyName = true)]
+    [ValidateNotNullOrEmpty]
+    public string? CheckpointDirectory { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var session = ResolveSession();
+        var path = StorageCmdletHelpers.ResolvePath(this, session, Path);
+        var directory = CheckpointDirectory is null ? null : StorageCmdletHelpers.ResolvePath(this, session, CheckpointDirectory);
+        var service = DiskStoreService.For(session);
+        var checkpoints = TryRun(token => service.GetCheckpointsAsync(path, directory, token), path);
+        if (checkpoints is null)
+        {
+            return;
+        }
+
+        var patterns = Name?.Select(n => WildcardPattern.Get(n, WildcardOptions.IgnoreCase)).ToArray();
+        foreach (var checkpoint in checkpoints)
+        {
+            if (patterns is null || patterns.Any(p => p.IsMatch(checkpoint.Name)))
+            {
+                WriteObject(checkpoint);
+            }
+        }
+    }
+}
