@@ -1,3 +1,4 @@
+using ReplicaTools.Core.Nbd;
 using ReplicaTools.Core.Remote;
 
 namespace ReplicaTools.Core.Clone;
@@ -5,7 +6,7 @@ namespace ReplicaTools.Core.Clone;
 /// <summary>An NBD export as the destination reaches it.</summary>
 public sealed record NbdExportAddress(string Address, int Port, string ExportName)
 {
-    public string Uri => $"nbd://{(Address.Contains(':') ? $"[{Address}]" : Address)}:{Port}/{ExportName}";
+    public string Uri => NbdUri.Build(Address, Port, ExportName);
 
     public override string ToString() => Uri;
 }

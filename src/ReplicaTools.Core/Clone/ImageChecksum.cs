@@ -1,4 +1,6 @@
+using System.Globalization;
 using System.Text;
+using ReplicaTools.Core.Nbd;
 using ReplicaTools.Core.Remote;
 
 namespace ReplicaTools.Core.Clone;
@@ -15,8 +17,14 @@ public static class ImageChecksum
 {
     public static async Task<ImageDigest> ComputeAsync(IReplicaHost host, string source, TimeSpan timeout, Action<double>? progress, CancellationToken cancellationToken)
     {
-        var result = await StreamingCommand.RunAsync(host, new[] { InterimNbdCopier.Python, "-", source }, timeout,
-            line => InterimNbdCopier.ParseFraction(line, p => progress?.Invoke(p)), Encoding.UTF8.GetBytes(Script), cancellationToken).ConfigureAwait(false);
+        var command = new CommandSpec(NbdCloneCopier.Python, "-c", Script, source) { Timeout = timeout, ThrowOnFailure = false };
+        var result = await StreamingCommand.RunAsync(host, command, line =>
+        {
+            if (line.StartsWith("progress ", StringComparison.Ordinal) && double.TryParse(line["progress ".Length..], NumberStyles.Float, CultureInfo.InvariantCulture, out var percent))
+            {
+                progress?.Invoke(percent);
+            }
+        }, cancellationToken).ConfigureAwait(false);
         if (result.ExitCode != 0)
         {
             if (result.StandardError.Contains("No module named 'nbd'", StringComparison.Ordinal))
@@ -30,7 +38,7 @@ public static class ImageChecksum
         var line = result.StandardOutput.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .LastOrDefault(l => l.StartsWith("sha256-1m:", StringComparison.Ordinal)) ?? throw new CommandFailedException(result);
         var parts = line.Split(' ');
-        return new ImageDigest(parts[0], long.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture));
+        return new ImageDigest(parts[0], long.Parse(parts[1], CultureInfo.InvariantCulture));
     }
 
     internal const string Script = """

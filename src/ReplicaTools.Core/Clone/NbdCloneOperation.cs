@@ -30,14 +30,17 @@ public sealed class NbdCloneOperation
 
     public CloneRequest Request { get; }
 
-    /// <summary>The copy step; the NBD copier of feature/nbd replaces the interim one when it lands.</summary>
-    public ICloneCopier Copier { get; init; } = new InterimNbdCopier();
+    /// <summary>The copy step (a seam for tests): by default the shared NBD copier.</summary>
+    public ICloneCopier Copier { get; init; } = new NbdCloneCopier();
 
     /// <summary>Overwrite a destination that exists but holds no clone metadata.</summary>
     public bool Force { get; init; }
 
-    private static void Progress(string status, int percent) =>
-        OperationContext.Reporter.Progress(new OperationProgress("Invoke-NbdClone", status, percent));
+    /// <summary>The caller's reporter, captured at the start: the copier relays its progress through a reporter of its own.</summary>
+    private IOperationReporter reporter = OperationContext.Reporter;
+
+    private void Progress(string status, int percent) =>
+        reporter.Progress(new OperationProgress("Invoke-NbdClone", status, Math.Clamp(percent, 0, 100)));
 
     /// <summary>What the run will do on which host, for -WhatIf (ports, run ids and the chosen mode are decided at run time).</summary>
     public IReadOnlyList<string> DescribePlan()
@@ -55,8 +58,8 @@ public sealed class NbdCloneOperation
                 ? $"[{vmHost}] virsh backup-begin {vm.Name} (pull mode, disk {drive}, scratch in {Request.ScratchDirectory}, new checkpoint rtclone-CHAIN-GEN for qcow2)"
                 : $"[{vmHost}] QMP {vm.Name}: nbd-server-start; transaction(bitmap rotation, blockdev-backup sync=none, disk {drive}); block-export-add (read-only)",
             Request.Incremental
-                ? $"[{destHost}] {InterimNbdCopier.Python} (dirty-extent copier) {export} qemu:dirty-bitmap:CHECKPOINT {target}"
-                : $"[{destHost}] nbdcopy --progress=1 --flush{(Request.Connections is { } c ? $" -C {c} -T {c}" : string.Empty)} -- {export} {target}",
+                ? $"[{destHost}] {NbdCloneCopier.Python} -c DIRTY-EXTENT-COPIER {export} qemu:dirty-bitmap:CHECKPOINT {target}"
+                : $"[{destHost}] nbdcopy -C {Request.Connections ?? Math.Max(2, Environment.ProcessorCount)} -T {Request.Connections ?? Math.Max(2, Environment.ProcessorCount)} --flush --progress=1 -- {export} {target}",
         };
         if (Request.Verify)
         {
@@ -73,6 +76,7 @@ public sealed class NbdCloneOperation
     {
         var vm = Request.VirtualMachine;
         var destinationHost = Request.DestinationSession.Host;
+        reporter = OperationContext.Reporter;
         var started = DateTimeOffset.Now;
         var clock = Stopwatch.StartNew();
         Progress("Taking locks", 0);
@@ -218,6 +222,7 @@ public sealed class NbdCloneOperation
             }
 
             Progress("Done", 100);
+            reporter.Progress(new OperationProgress("Invoke-NbdClone", "Done", 100, Completed: true));
             var duration = clock.Elapsed;
             var copied = outcome.BytesCopied >= 0 ? outcome.BytesCopied : export.Size;
             return new CloneResult

@@ -154,7 +154,7 @@ public sealed class RecordingReporter : IOperationReporter
 /// </summary>
 public sealed class ScriptedCopier : ICloneCopier
 {
-    private readonly InterimNbdCopier inner = new();
+    private readonly NbdCloneCopier inner = new();
 
     public Func<NbdExportAddress, string, Task>? BeforeCopy { get; init; }
 
@@ -183,9 +183,19 @@ public sealed class ScriptedCopier : ICloneCopier
         {
             copy = Task.Run(async () =>
             {
-                var arguments = new[] { "nbdcopy", "--progress=1", "--", "[", "nbdkit", "--exit-with-parent", "--filter=rate", "nbd", $"uri={source.Uri}", $"rate={RateLimit}", "]", target };
-                var result = await StreamingCommand.RunAsync(host, arguments, timeout, line => InterimNbdCopier.ParseFraction(line, progress), null, cancellationToken);
-                return result.ExitCode == 0 ? new CopyOutcome(-1, "nbdcopy via rate-limited nbdkit") : throw new CommandFailedException(result);
+                var command = new CommandSpec("nbdcopy", "--progress=1", "--", "[", "nbdkit", "--exit-with-parent", "--filter=rate", "nbd", $"uri={source.Uri}", $"rate={RateLimit}", "]", target)
+                {
+                    Timeout = timeout,
+                };
+                await ReplicaTools.Core.Nbd.StreamingCommand.RunAsync(host, command, line =>
+                {
+                    var slash = line.IndexOf("/100", StringComparison.Ordinal);
+                    if (slash > 0 && double.TryParse(line[..slash], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var percent))
+                    {
+                        progress(percent);
+                    }
+                }, cancellationToken);
+                return new CopyOutcome(-1, "nbdcopy via rate-limited nbdkit");
             });
         }
 

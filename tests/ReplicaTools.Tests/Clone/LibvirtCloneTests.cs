@@ -280,7 +280,7 @@ public sealed class LibvirtCloneTests : IClassFixture<CloneSshFixture>, IAsyncLi
             CopyTimeout = TimeSpan.FromMinutes(5),
         })
         {
-            Copier = copier ?? new InterimNbdCopier(),
+            Copier = copier ?? new NbdCloneCopier(),
         };
         using (OperationContext.Use(reporter ?? new RecordingReporter()))
         {

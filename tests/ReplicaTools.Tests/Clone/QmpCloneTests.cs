@@ -332,7 +332,7 @@ public sealed class QmpCloneTests : IAsyncLifetime
             CopyTimeout = TimeSpan.FromMinutes(5),
         })
         {
-            Copier = copier ?? new InterimNbdCopier(),
+            Copier = copier ?? new NbdCloneCopier(),
         };
         using (OperationContext.Use(reporter ?? new RecordingReporter()))
         {
