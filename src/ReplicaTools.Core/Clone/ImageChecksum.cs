@@ -15,9 +15,10 @@ public sealed record ImageDigest(string Checksum, long Size);
 /// </summary>
 public static class ImageChecksum
 {
-    public static async Task<ImageDigest> ComputeAsync(IReplicaHost host, string source, TimeSpan timeout, Action<double>? progress, CancellationToken cancellationToken)
+    /// <param name="length">Checksum only the first LENGTH bytes (a block device may be larger than the disk it holds); null for all.</param>
+    public static async Task<ImageDigest> ComputeAsync(IReplicaHost host, string source, long? length, TimeSpan timeout, Action<double>? progress, CancellationToken cancellationToken)
     {
-        var command = new CommandSpec(NbdCloneCopier.Python, "-c", Script, source) { Timeout = timeout, ThrowOnFailure = false };
+        var command = new CommandSpec(NbdCloneCopier.Python, "-c", Script, source, (length ?? -1).ToString(CultureInfo.InvariantCulture)) { Timeout = timeout, ThrowOnFailure = false };
         var result = await StreamingCommand.RunAsync(host, command, line =>
         {
             if (line.StartsWith("progress ", StringComparison.Ordinal) && double.TryParse(line["progress ".Length..], NumberStyles.Float, CultureInfo.InvariantCulture, out var percent))
@@ -45,6 +46,7 @@ public static class ImageChecksum
         import hashlib, os, sys
         CH = 1 << 20
         src = sys.argv[1]
+        limit = int(sys.argv[2]) if len(sys.argv) > 2 else -1
         zeros = []
         if src.startswith("nbd://") or src.startswith("nbd+unix://"):
             import nbd
@@ -87,6 +89,8 @@ public static class ImageChecksum
                     except OSError:
                         pos = size
             read = lambda o, n: os.pread(fd, n, o)
+        if 0 <= limit < size:
+            size = limit
         outer = hashlib.sha256()
         zero_digest = {}
         zi, off, last = 0, 0, -1

@@ -514,7 +514,7 @@ public sealed class NbdCloneOperation
     {
         Progress("Verifying: checksumming the point-in-time source and the destination", 90);
         var sourceSum = WatchedChecksumAsync(source, export, cancellationToken);
-        var destinationSum = ImageChecksum.ComputeAsync(destinationHost, target, Request.CopyTimeout, null, cancellationToken);
+        var destinationSum = ImageChecksum.ComputeAsync(destinationHost, target, export.Size, Request.CopyTimeout, null, cancellationToken);
         await Task.WhenAll(sourceSum, destinationSum).ConfigureAwait(false);
         var (a, b) = (sourceSum.Result, destinationSum.Result);
         if (a.Checksum != b.Checksum)
@@ -529,7 +529,7 @@ public sealed class NbdCloneOperation
     }
 
     private Task<ImageDigest> WatchedChecksumAsync(PointInTimeSource source, PointInTimeExport export, CancellationToken cancellationToken) =>
-        ImageChecksum.ComputeAsync(source.Host, export.Address.Uri, Request.CopyTimeout, p => Progress("Verifying: checksumming the point-in-time source and the destination", 90 + (int)(p * 0.07)), cancellationToken);
+        ImageChecksum.ComputeAsync(source.Host, export.Address.Uri, null, Request.CopyTimeout, p => Progress("Verifying: checksumming the point-in-time source and the destination", 90 + (int)(p * 0.07)), cancellationToken);
 
     /// <summary>Releases the point in time, rolls the rotation back and settles the destination; returns what the operator should know.</summary>
     private static async Task<string> CleanUpAfterFailureAsync(RunState run, Exception failure)

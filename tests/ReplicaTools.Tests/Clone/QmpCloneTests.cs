@@ -293,6 +293,61 @@ public sealed class QmpCloneTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task BlockDeviceDestination_IsWrittenInPlace_WithItsMetadataMarkingItIncompleteUntilDone()
+    {
+        var backing = Path.Combine(directory, "device.img");
+        Tool.Run("truncate", "-s", (Size + 8 * MiB).ToString(System.Globalization.CultureInfo.InvariantCulture), backing);
+        var device = Tool.Run("losetup", "--find", "--show", backing).Trim();
+        string? sidecarPath = null;
+        try
+        {
+            // A device without clone metadata is only overwritten with Force.
+            var refused = await Assert.ThrowsAsync<ReplicaException>(() => CloneAsync(device));
+            Assert.Equal("DestinationExists", refused.ErrorId);
+
+            var full = await CloneAsync(device, force: true, verify: true);
+            Assert.Equal(CloneMode.Full, full.Mode);
+            Assert.True(full.Verified);
+            sidecarPath = Directory.GetFiles(CloneDestination.BlockDeviceStateDirectory, "*" + Path.GetFileName(device) + "-*.json").Single();
+            Assert.True(CloneSidecar.Parse(File.ReadAllText(sidecarPath))!.IsComplete);
+            AssertDevicePrefixEquals(reference, device);
+
+            var w = new GuestWrite(0x3c, 7 * MiB, 3 * MiB);
+            await WriteAsync(w);
+            Apply(reference, w);
+            var copier = new ScriptedCopier
+            {
+                BeforeCopy = async (export, _) =>
+                {
+                    Assert.False(CloneSidecar.Parse(File.ReadAllText(sidecarPath))!.IsComplete, "while a device is written its metadata says incomplete");
+                    await vm.QmpAsync("block-export-del", new JsonObject { ["id"] = export.ExportName + "-export", ["mode"] = "hard" });
+                },
+            };
+            await Assert.ThrowsAsync<CloneFailedException>(() => CloneAsync(device, copier, incremental: true));
+            Assert.Equal(full.Checkpoint, CloneSidecar.Parse(File.ReadAllText(sidecarPath))!.ResumeFrom);
+
+            var resumed = await CloneAsync(device, incremental: true, verify: true);
+            Assert.Equal(CloneMode.Incremental, resumed.Mode);
+            Assert.Equal(3 * MiB, resumed.BytesCopied);
+            AssertDevicePrefixEquals(reference, device);
+        }
+        finally
+        {
+            Tool.TryRun("losetup", new[] { "-d", device });
+            if (sidecarPath is not null)
+            {
+                File.Delete(sidecarPath);
+            }
+        }
+    }
+
+    private static void AssertDevicePrefixEquals(string expected, string device)
+    {
+        var (code, stdout, stderr) = Tool.TryRun("cmp", new[] { "-n", new FileInfo(expected).Length.ToString(System.Globalization.CultureInfo.InvariantCulture), expected, device });
+        Assert.True(code == 0, $"{device} differs from {expected}: {stdout}{stderr}");
+    }
+
+    [Fact]
     public async Task ASecondClone_OfTheSameVm_IsRefusedWhileTheFirstRuns()
     {
         var gate = new TaskCompletionSource();
@@ -315,7 +370,7 @@ public sealed class QmpCloneTests : IAsyncLifetime
     }
 
     private async Task<CloneResult> CloneAsync(string destination, ICloneCopier? copier = null, RecordingReporter? reporter = null, bool verify = false,
-        bool incremental = false, bool repair = false, ReplicaSession? vmHost = null, ReplicaSession? destinationSession = null)
+        bool incremental = false, bool repair = false, ReplicaSession? vmHost = null, ReplicaSession? destinationSession = null, bool force = false)
     {
         var operation = new NbdCloneOperation(new CloneRequest
         {
@@ -333,6 +388,7 @@ public sealed class QmpCloneTests : IAsyncLifetime
         })
         {
             Copier = copier ?? new NbdCloneCopier(),
+            Force = force,
         };
         using (OperationContext.Use(reporter ?? new RecordingReporter()))
         {
