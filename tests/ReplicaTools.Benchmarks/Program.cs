@@ -1,9 +1,10 @@
 using ReplicaTools.Benchmarks;
 
-// dotnet run -c Release --project tests/ReplicaTools.Benchmarks -- ssh [--count N]
+// dotnet run -c Release --project tests/ReplicaTools.Benchmarks -- ssh [--count N] | clone [--size-gib 4] [--runs 3]
 var benchmarks = new Dictionary<string, Func<string[], Task<int>>>(StringComparer.OrdinalIgnoreCase)
 {
     ["ssh"] = a => SshMultiplexBenchmark.RunAsync(IntOption(a, "--count", 200)),
+    ["clone"] = a => CloneBenchmark.RunAsync(IntOption(a, "--size-gib", 4), IntOption(a, "--runs", 3)),
 };
 
 if (args.Length == 0 || !benchmarks.TryGetValue(args[0], out var run))

@@ -81,13 +81,17 @@ public sealed class NbdCloneOperation
         var clock = Stopwatch.StartNew();
         Progress("Taking locks", 0);
 
-        await using var vmLock = await LockAsync(vm.Host, $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-vm-{CloneNames.VmKey(vm)}.lock", vm.DisplayName, cancellationToken).ConfigureAwait(false);
-        await using var destinationLock = await LockAsync(destinationHost, $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-dest-{CloneNames.Hash(Request.Destination)}.lock", $"the destination '{Request.Destination}'", cancellationToken).ConfigureAwait(false);
+        // The two hosts are independent: lock and look at both at once.
+        var vmLocking = LockAsync(vm.Host, $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-vm-{CloneNames.VmKey(vm)}.lock", vm.DisplayName, cancellationToken);
+        var destinationLocking = LockAsync(destinationHost, $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-dest-{CloneNames.Hash(Request.Destination)}.lock", $"the destination '{Request.Destination}'", cancellationToken);
+        await using var vmLock = await ReleaseOnFailureAsync(vmLocking, destinationLocking).ConfigureAwait(false);
+        await using var destinationLock = await destinationLocking.ConfigureAwait(false);
         await using var source = PointInTimeSource.Create(vm, Request.ScratchDirectory);
-        await source.OpenAsync(Request.Drive, cancellationToken).ConfigureAwait(false);
         var destination = new CloneDestination(destinationHost, Request.Destination);
-        var destinationStat = await destination.InspectAsync(cancellationToken).ConfigureAwait(false);
-        var sidecar = await destination.ReadSidecarAsync(cancellationToken).ConfigureAwait(false);
+        var opening = source.OpenAsync(Request.Drive, cancellationToken);
+        var inspecting = InspectAsync(destination, cancellationToken);
+        await Task.WhenAll(opening, inspecting).ConfigureAwait(false);
+        var (destinationStat, sidecar) = await inspecting.ConfigureAwait(false);
         CheckOwnership(source, destination, destinationStat, sidecar);
 
         Progress("Checking for state left by an interrupted clone", 1);
@@ -264,6 +268,32 @@ public sealed class NbdCloneOperation
                 ? new CloneVerificationException(message, verify.HostName ?? destinationHost.Name, destination.Path)
                 : new CloneFailedException(message, (ex as ReplicaException)?.HostName ?? vm.Host.Name, destination.Path, ex);
         }
+    }
+
+    private static async Task<(DestinationStat Stat, CloneSidecar? Sidecar)> InspectAsync(CloneDestination destination, CancellationToken cancellationToken)
+    {
+        var stat = await destination.InspectAsync(cancellationToken).ConfigureAwait(false);
+        return (stat, await destination.ReadSidecarAsync(cancellationToken).ConfigureAwait(false));
+    }
+
+    /// <summary>Awaits the first lock; if either lock fails, the other one (if taken) is released before the error surfaces.</summary>
+    private static async Task<RemoteLock> ReleaseOnFailureAsync(Task<RemoteLock> first, Task<RemoteLock> second)
+    {
+        try
+        {
+            await Task.WhenAll(first, second).ConfigureAwait(false);
+        }
+        catch
+        {
+            foreach (var task in new[] { first, second }.Where(t => t.IsCompletedSuccessfully))
+            {
+                await task.Result.DisposeAsync().ConfigureAwait(false);
+            }
+
+            throw (first.Exception ?? second.Exception)!.InnerException!;
+        }
+
+        return first.Result;
     }
 
     private static async Task<RemoteLock> LockAsync(IReplicaHost host, string path, string what, CancellationToken cancellationToken)

@@ -27,6 +27,7 @@ public sealed class QmpPointInTime : PointInTimeSource
     private bool exportAdded;
     private bool serverStarted;
     private string? jobEnded;
+    private int serverPort;
 
     public QmpPointInTime(QmpVirtualMachine vm, string scratchDirectory)
         : base(vm, scratchDirectory)
@@ -299,43 +300,29 @@ public sealed class QmpPointInTime : PointInTimeSource
         var fleece = CloneNames.FleeceNode(runId);
         scratchFile = CloneNames.ScratchFile(ScratchDirectory, VmKey, runId);
 
-        // 1. The NBD server first: it is the step most likely to fail (port in use, a server already running), and nothing is frozen yet.
-        var random = new Random();
-        int port = 0;
-        for (var attempt = 1; ; attempt++)
+        // The scratch image is made while the NBD server starts (it costs a process on the VM host).
+        var creatingScratch = Host.RunAsync(new CommandSpec("qemu-img", "create", "-q", "-f", "qcow2", scratchFile, VirtualSize.ToString(CultureInfo.InvariantCulture)) { Timeout = TimeSpan.FromMinutes(2) }, cancellationToken);
+        try
         {
-            port = PickPort(random, ports);
+            await StartServerAsync(address, ports, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Never leave the creation running behind a failure (StopAsync deletes the file).
             try
             {
-                await ExecuteAsync("nbd-server-start", new JsonObject
-                {
-                    ["addr"] = new JsonObject { ["type"] = "inet", ["data"] = new JsonObject { ["host"] = address, ["port"] = port.ToString(CultureInfo.InvariantCulture) } },
-                }, cancellationToken).ConfigureAwait(false);
-                serverStarted = true;
-                break;
+                await creatingScratch.ConfigureAwait(false);
             }
-            catch (QmpException ex) when (ex.Description.Contains("already running", StringComparison.Ordinal))
+            catch (Exception) when (!serverStarted)
             {
-                throw new ReplicaException("NbdServerBusy", ReplicaErrorCategory.ResourceUnavailable,
-                    $"{Vm.DisplayName} already runs an NBD server (QEMU allows one, and QEMU 7.2 cannot say on which port), started by another tool or by an interrupted clone whose exports are gone.",
-                    Host.Name, Vm.Name)
-                {
-                    RecommendedAction = "If nothing else uses it, stop it: Invoke-NbdClone -Repair stops an NBD server that has no exports.",
-                };
-            }
-            catch (QmpException ex) when (ex.Description.Contains("in use", StringComparison.OrdinalIgnoreCase) && attempt < 10)
-            {
-                OperationContext.Reporter.Verbose($"[{Host.Name}] NBD port {port} is in use; trying another.");
-            }
-            catch (QmpException ex) when (ex.Description.Contains("Cannot assign requested address", StringComparison.OrdinalIgnoreCase))
-            {
-                throw new ReplicaException("ExportAddressInvalid", ReplicaErrorCategory.InvalidArgument,
-                    $"{Vm.DisplayName}: QEMU cannot listen on '{address}' ({ex.Description}). Pass -ExportAddress with an address of host '{Host.Name}' that the destination can reach.", Host.Name, address);
+                // The server's failure is the one to report.
             }
         }
 
-        // 2. The scratch image and its node: a sparse qcow2 whose backing is the live disk node.
-        await Host.RunAsync(new CommandSpec("qemu-img", "create", "-q", "-f", "qcow2", scratchFile, VirtualSize.ToString(CultureInfo.InvariantCulture)) { Timeout = TimeSpan.FromMinutes(2) }, cancellationToken).ConfigureAwait(false);
+        await creatingScratch.ConfigureAwait(false);
+        var port = serverPort;
+
+        // The scratch node: a sparse qcow2 whose backing is the live disk node.
         await ExecuteAsync("blockdev-add", new JsonObject
         {
             ["driver"] = "qcow2",
@@ -345,7 +332,7 @@ public sealed class QmpPointInTime : PointInTimeSource
         }, cancellationToken).ConfigureAwait(false);
         fleeceAdded = true;
 
-        // 3. The point in time: bitmap rotation and fleecing in one atomic transaction.
+        // The point in time: bitmap rotation and fleecing in one atomic transaction.
         var actions = new JsonArray();
         if (incrementalFrom is not null)
         {
@@ -381,7 +368,7 @@ public sealed class QmpPointInTime : PointInTimeSource
         baseDisabled = incrementalFrom is not null;
         NewCheckpoint = newCheckpoint;
 
-        // 4. The read-only export of the frozen view, with the previous bitmap for an incremental.
+        // The read-only export of the frozen view, with the previous bitmap for an incremental.
         var export = new JsonObject
         {
             ["type"] = "nbd",
@@ -399,6 +386,44 @@ public sealed class QmpPointInTime : PointInTimeSource
         exportAdded = true;
         OperationContext.Reporter.Verbose($"[{Host.Name}] point in time of {Vm.DisplayName} disk '{Disk.Drive}' exported as nbd://{address}:{port}/{CloneNames.Export(runId)}");
         return new PointInTimeExport(new NbdExportAddress(address, port, CloneNames.Export(runId)), incrementalFrom is null ? null : "qemu:dirty-bitmap:" + incrementalFrom, VirtualSize);
+    }
+
+    /// <summary>QEMU's NBD server on a port picked at random from the range, retried while ports are taken (QEMU 7.2 cannot report a port it chose).</summary>
+    private async Task StartServerAsync(string address, (int First, int Last) ports, CancellationToken cancellationToken)
+    {
+        var random = new Random();
+        for (var attempt = 1; ; attempt++)
+        {
+            serverPort = PickPort(random, ports);
+            try
+            {
+                await ExecuteAsync("nbd-server-start", new JsonObject
+                {
+                    ["addr"] = new JsonObject { ["type"] = "inet", ["data"] = new JsonObject { ["host"] = address, ["port"] = serverPort.ToString(CultureInfo.InvariantCulture) } },
+                }, cancellationToken).ConfigureAwait(false);
+                serverStarted = true;
+                break;
+            }
+            catch (QmpException ex) when (ex.Description.Contains("already running", StringComparison.Ordinal))
+            {
+                throw new ReplicaException("NbdServerBusy", ReplicaErrorCategory.ResourceUnavailable,
+                    $"{Vm.DisplayName} already runs an NBD server (QEMU allows one, and QEMU 7.2 cannot say on which port), started by another tool or by an interrupted clone whose exports are gone.",
+                    Host.Name, Vm.Name)
+                {
+                    RecommendedAction = "If nothing else uses it, stop it: Invoke-NbdClone -Repair stops an NBD server that has no exports.",
+                };
+            }
+            catch (QmpException ex) when (ex.Description.Contains("in use", StringComparison.OrdinalIgnoreCase) && attempt < 10)
+            {
+                OperationContext.Reporter.Verbose($"[{Host.Name}] NBD port {serverPort} is in use; trying another.");
+            }
+            catch (QmpException ex) when (ex.Description.Contains("Cannot assign requested address", StringComparison.OrdinalIgnoreCase))
+            {
+                throw new ReplicaException("ExportAddressInvalid", ReplicaErrorCategory.InvalidArgument,
+                    $"{Vm.DisplayName}: QEMU cannot listen on '{address}' ({ex.Description}). Pass -ExportAddress with an address of host '{Host.Name}' that the destination can reach.", Host.Name, address);
+            }
+        }
+
     }
 
     public override async Task<string?> CheckAliveAsync(CancellationToken cancellationToken)
