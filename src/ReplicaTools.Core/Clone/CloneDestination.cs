@@ -64,6 +64,7 @@ public sealed class CloneSidecar
 
     public DateTimeOffset UpdatedAt { get; set; }
 
+    [JsonIgnore]
     public bool IsComplete => State == "complete";
 
     internal static readonly JsonSerializerOptions Json = new()

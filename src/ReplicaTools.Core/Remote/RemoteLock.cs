@@ -27,9 +27,17 @@ public sealed class RemoteLock : IAsyncDisposable
         var holder = await host.StartAsync(new CommandSpec("flock", "--nonblock", "--conflict-exit-code", "75", lockPath, "cat"), cancellationToken).ConfigureAwait(false);
         try
         {
-            // cat echoes the probe only once flock holds the lock.
-            await holder.StandardInput.WriteAsync("locked\n"u8.ToArray(), cancellationToken).ConfigureAwait(false);
-            await holder.StandardInput.FlushAsync(cancellationToken).ConfigureAwait(false);
+            // cat echoes the probe only once flock holds the lock. If flock gave up at once, the pipe is already closed.
+            try
+            {
+                await holder.StandardInput.WriteAsync("locked\n"u8.ToArray(), cancellationToken).ConfigureAwait(false);
+                await holder.StandardInput.FlushAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (IOException)
+            {
+                // Its exit code below tells why.
+            }
+
             var echo = new byte[7];
             var read = 0;
             using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);

@@ -298,7 +298,8 @@ public sealed class QmpCloneTests : IAsyncLifetime
         var backing = Path.Combine(directory, "device.img");
         Tool.Run("truncate", "-s", (Size + 8 * MiB).ToString(System.Globalization.CultureInfo.InvariantCulture), backing);
         var device = Tool.Run("losetup", "--find", "--show", backing).Trim();
-        string? sidecarPath = null;
+        var sidecarPath = $"{CloneDestination.BlockDeviceStateDirectory}/{device.Trim('/').Replace('/', '_')}-{CloneNames.Hash(device)}.json";
+        File.Delete(sidecarPath); // metadata of an earlier run that failed before it could clean up
         try
         {
             // A device without clone metadata is only overwritten with Force.
@@ -308,7 +309,6 @@ public sealed class QmpCloneTests : IAsyncLifetime
             var full = await CloneAsync(device, force: true, verify: true);
             Assert.Equal(CloneMode.Full, full.Mode);
             Assert.True(full.Verified);
-            sidecarPath = Directory.GetFiles(CloneDestination.BlockDeviceStateDirectory, "*" + Path.GetFileName(device) + "-*.json").Single();
             Assert.True(CloneSidecar.Parse(File.ReadAllText(sidecarPath))!.IsComplete);
             AssertDevicePrefixEquals(reference, device);
 
@@ -334,10 +334,7 @@ public sealed class QmpCloneTests : IAsyncLifetime
         finally
         {
             Tool.TryRun("losetup", new[] { "-d", device });
-            if (sidecarPath is not null)
-            {
-                File.Delete(sidecarPath);
-            }
+            File.Delete(sidecarPath);
         }
     }
 
