@@ -90,18 +90,18 @@ public static class CloneBenchmark
             }
 
             var dataMiB = full.BytesCopied / (double)MiB;
-            table.Add("full", "Invoke-NbdClone (QMP fleecing + nbdcopy)", fullBest, size / (double)MiB / fullBest, dataMiB, "1.00");
+            table.Add("full", "Invoke-NbdClone (QMP fleecing + nbdcopy)", S(fullBest), Rate(size, fullBest), dataMiB, "1.00");
             foreach (var (tool, seconds) in byHand)
             {
-                table.Add("full", $"{tool} by hand", seconds, size / (double)MiB / seconds, tool.Contains("dd", StringComparison.Ordinal) ? size / (double)MiB : dataMiB,
+                table.Add("full", $"{tool} by hand", S(seconds), Rate(size, seconds), tool.Contains("dd", StringComparison.Ordinal) ? size / (double)MiB : dataMiB,
                     (seconds / fullBest).ToString("0.00", CultureInfo.InvariantCulture));
             }
 
             var incSeconds = incremental.Duration.TotalSeconds;
-            table.Add("incremental (1% dirty)", "Invoke-NbdClone -Incremental", incSeconds, size / (double)MiB / incSeconds, incremental.BytesCopied / (double)MiB,
+            table.Add("incremental (1% dirty)", "Invoke-NbdClone -Incremental", S(incSeconds), Rate(size, incSeconds), incremental.BytesCopied / (double)MiB,
                 (incSeconds / fullBest).ToString("0.000", CultureInfo.InvariantCulture));
 
-            table.Add("incremental (1% dirty)", "dirty-extent copier by hand (python3-libnbd)", byHandIncremental, size / (double)MiB / byHandIncremental, dirtyBytes / (double)MiB,
+            table.Add("incremental (1% dirty)", "dirty-extent copier by hand (python3-libnbd)", S(byHandIncremental), Rate(size, byHandIncremental), dirtyBytes / (double)MiB,
                 (byHandIncremental / fullBest).ToString("0.000", CultureInfo.InvariantCulture));
 
             Console.WriteLine($"Clone of a running VM's {sizeGiB} GiB qcow2 disk (50% random data), export on 127.0.0.1, destination on ext4; best of {runs} runs; " +
@@ -129,6 +129,10 @@ public static class CloneBenchmark
             Directory.Delete(directory, recursive: true);
         }
     }
+
+    private static string S(double seconds) => seconds.ToString("0.00", CultureInfo.InvariantCulture);
+
+    private static string Rate(long bytes, double seconds) => (bytes / (double)MiB / seconds).ToString("0", CultureInfo.InvariantCulture);
 
     private static async Task<CloneResult> CloneAsync(QmpVirtualMachine machine, string destination, bool incremental, string directory)
     {
