@@ -15,6 +15,7 @@
         'Get-DiskCheckpoint'
         'Get-DiskImage'
         'Get-DiskStoreCheckpoint'
+        'Get-DriveMirror'
         'Get-NbdExport'
         'Get-ReplicaSession'
         'Import-ReplicaTopology'
@@ -29,6 +30,12 @@
         'Remove-DiskStoreCheckpoint'
         'Remove-NbdExport'
         'Remove-ReplicaSession'
+        'Resume-DriveMirror'
+        'Start-DriveMirror'
+        'Start-ReplicaVM'
+        'Stop-DriveMirror'
+        'Suspend-DriveMirror'
+        'Wait-DriveMirror'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()

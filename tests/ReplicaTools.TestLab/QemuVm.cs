@@ -28,6 +28,9 @@ public sealed class QemuVm : IAsyncDisposable
     /// under test can hold <see cref="SocketPath"/> (QEMU serves one client per monitor) while the test acts.</summary>
     public string TestSocketPath => Path.Combine(Directory, Name + ".test.qmp");
 
+    /// <summary>The monitor the test uses: the test monitor when QEMU has one (not a QEMU started elsewhere and attached).</summary>
+    private string TestMonitor => File.Exists(TestSocketPath) ? TestSocketPath : SocketPath;
+
     public string PidFile => Path.Combine(Directory, Name + ".pid");
 
     public int ProcessId { get; private set; }
@@ -58,6 +61,9 @@ public sealed class QemuVm : IAsyncDisposable
         vm.ProcessId = int.Parse(File.ReadAllText(vm.PidFile).Trim());
         return vm;
     }
+
+    /// <summary>Takes charge of a QEMU started elsewhere (its socket is DIRECTORY/NAME.qmp), so the test cleans it up.</summary>
+    public static QemuVm Attach(string directory, string name, int processId) => new(name, directory) { ProcessId = processId };
 
     /// <summary>-blockdev JSON for a format node over a file or nfs:// protocol node.</summary>
     public static string BlockdevJson(LabDisk disk)
@@ -100,7 +106,7 @@ public sealed class QemuVm : IAsyncDisposable
     /// <summary>Runs a QMP command on the test monitor and returns its reply.</summary>
     public async Task<System.Text.Json.JsonElement> QmpAsync(string command, JsonObject? arguments = null)
     {
-        await using var qmp = await QmpClient.ConnectLocalAsync(TestSocketPath);
+        await using var qmp = await QmpClient.ConnectLocalAsync(TestMonitor);
         return await qmp.ExecuteAsync(command, arguments);
     }
 
@@ -126,7 +132,7 @@ public sealed class QemuVm : IAsyncDisposable
         try
         {
             using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-            await using var qmp = await QmpClient.ConnectLocalAsync(TestSocketPath, limit.Token);
+            await using var qmp = await QmpClient.ConnectLocalAsync(TestMonitor, limit.Token);
             await qmp.ExecuteAsync("quit", cancellationToken: limit.Token);
         }
         catch (Exception)

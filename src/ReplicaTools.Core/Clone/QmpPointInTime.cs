@@ -62,7 +62,7 @@ public sealed class QmpPointInTime : PointInTimeSource
     private async Task ResolveDiskAsync(string? drive, CancellationToken cancellationToken)
     {
         var blocks = await ExecuteAsync("query-block", null, cancellationToken).ConfigureAwait(false);
-        Disk = Vm.SelectDisk(QmpVirtualMachine.ParseQueryBlock(blocks), drive ?? Disk?.Drive);
+        Disk = Vm.ResolveDisk(QmpVirtualMachine.ParseQueryBlock(blocks), drive ?? Disk?.Drive);
         var nodes = await ExecuteAsync("query-named-block-nodes", new JsonObject { ["flat"] = true }, cancellationToken).ConfigureAwait(false);
         if (CloneNames.IsCloneObject(Disk.NodeName))
         {

@@ -26,6 +26,7 @@ public enum ReplicaErrorCategory
     ReadError,
     ProtocolError,
     LimitsExceeded,
+    NotImplemented,
 }
 
 /// <summary>Base of every error the core reports: carries an ErrorId, a category and the host it concerns.</summary>

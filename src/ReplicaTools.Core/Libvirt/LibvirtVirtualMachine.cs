@@ -46,6 +46,8 @@ public sealed class LibvirtVirtualMachine : VirtualMachine
         }
     }
 
+    public override Mirror.DriveMirrorBackend CreateMirrorBackend() => new Mirror.LibvirtDriveMirror(this);
+
     public override async Task<VmRunState> GetStateAsync(CancellationToken cancellationToken = default)
     {
         var result = await RunVirshAsync(Virsh("domstate", "--", DomainName), cancellationToken).ConfigureAwait(false);

@@ -36,24 +36,29 @@ public sealed class QmpVirtualMachine : VirtualMachine
         return await action(qmp).ConfigureAwait(false);
     }
 
+    public override Mirror.DriveMirrorBackend CreateMirrorBackend() => new Mirror.QmpDriveMirror(this);
+
     public override async Task<VmRunState> GetStateAsync(CancellationToken cancellationToken = default)
     {
         try
         {
             var status = await WithQmpAsync(q => q.ExecuteAsync("query-status", cancellationToken: cancellationToken), cancellationToken).ConfigureAwait(false);
-            return status.GetProperty("status").GetString() switch
-            {
-                "running" => VmRunState.Running,
-                "paused" or "prelaunch" or "suspended" or "inmigrate" or "postmigrate" or "finish-migrate" or "save-vm" or "restore-vm" => VmRunState.Paused,
-                "shutdown" => VmRunState.ShutOff,
-                _ => VmRunState.Other,
-            };
+            return ParseRunState(status);
         }
         catch (QmpConnectionException)
         {
             return VmRunState.ShutOff;
         }
     }
+
+    /// <summary>A query-status reply as a run state.</summary>
+    internal static VmRunState ParseRunState(JsonElement status) => status.GetProperty("status").GetString() switch
+    {
+        "running" => VmRunState.Running,
+        "paused" or "prelaunch" or "suspended" or "inmigrate" or "postmigrate" or "finish-migrate" or "save-vm" or "restore-vm" => VmRunState.Paused,
+        "shutdown" => VmRunState.ShutOff,
+        _ => VmRunState.Other,
+    };
 
     public override async Task<IReadOnlyList<VmDisk>> GetDisksAsync(CancellationToken cancellationToken = default)
     {
@@ -97,6 +102,7 @@ public sealed class QmpVirtualMachine : VirtualMachine
                 NodeName = nodeName,
                 Source = inserted.TryGetProperty("file", out var file) ? file.GetString() : null,
                 Format = inserted.TryGetProperty("drv", out var drv) ? drv.GetString() : null,
+                VirtualSize = inserted.TryGetProperty("image", out var image) && image.TryGetProperty("virtual-size", out var size) ? size.GetInt64() : null,
             });
         }
 

@@ -37,6 +37,9 @@ public sealed class VmDisk
 
     public string? Format { get; init; }
 
+    /// <summary>The disk's size as the guest sees it, when known.</summary>
+    public long? VirtualSize { get; init; }
+
     public override string ToString() => $"{Drive} ({Source ?? "no medium"}{(Format is null ? string.Empty : ", " + Format)})";
 }
 
@@ -103,10 +106,10 @@ public abstract class VirtualMachine
     /// Errors list the disks there are.
     /// </summary>
     public async Task<VmDisk> ResolveDiskAsync(string? drive, CancellationToken cancellationToken = default) =>
-        SelectDisk(await GetDisksAsync(cancellationToken).ConfigureAwait(false), drive);
+        ResolveDisk(await GetDisksAsync(cancellationToken).ConfigureAwait(false), drive);
 
-    /// <summary>The disk named <paramref name="drive"/> among <paramref name="disks"/> (see <see cref="ResolveDiskAsync"/>).</summary>
-    public VmDisk SelectDisk(IReadOnlyList<VmDisk> disks, string? drive)
+    /// <summary>Picks <paramref name="drive"/> out of <paramref name="disks"/> (see <see cref="ResolveDiskAsync"/>).</summary>
+    public VmDisk ResolveDisk(IReadOnlyList<VmDisk> disks, string? drive)
     {
         if (string.IsNullOrEmpty(drive))
         {
@@ -128,6 +131,9 @@ public abstract class VirtualMachine
             };
     }
 
+    /// <summary>The live-mirror operations for this kind of VM (QMP drive-mirror, or libvirt blockcopy).</summary>
+    public abstract Mirror.DriveMirrorBackend CreateMirrorBackend();
+
     public override string ToString() => DisplayName;
 }
 
@@ -141,8 +147,8 @@ public sealed class VmNotFoundException : ReplicaException
 
 public sealed class VmNotRunningException : ReplicaException
 {
-    public VmNotRunningException(VirtualMachine vm, VmRunState state)
-        : base("VmNotRunning", ReplicaErrorCategory.ResourceUnavailable, $"{vm.DisplayName} is not running (state: {state}).", vm.Host.Name, vm.Name)
+    public VmNotRunningException(VirtualMachine vm, VmRunState state, string? detail = null)
+        : base("VmNotRunning", ReplicaErrorCategory.ResourceUnavailable, $"{vm.DisplayName} is not running (state: {state}){(detail is null ? "." : ": " + detail)}", vm.Host.Name, vm.Name)
     {
         RecommendedAction = "Start the VM first; live operations need a running (or paused) VM.";
     }
