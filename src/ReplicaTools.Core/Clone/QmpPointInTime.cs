@@ -641,7 +641,7 @@ public sealed class QmpPointInTime : PointInTimeSource
                     $"{Vm.DisplayName}: '{id}' was still listed by {query} {SettleTimeout.TotalSeconds:0} s after it was ended.", Host.Name, id);
             }
 
-            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+            await Task.Delay(20, cancellationToken).ConfigureAwait(false);
         }
     }
 }
