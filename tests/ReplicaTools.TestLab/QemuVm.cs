@@ -24,6 +24,13 @@ public sealed class QemuVm : IAsyncDisposable
 
     public string SocketPath => Path.Combine(Directory, Name + ".qmp");
 
+    /// <summary>A second, independent QMP monitor for the test itself (guest writes, fault injection), so that the code
+    /// under test can hold <see cref="SocketPath"/> (QEMU serves one client per monitor) while the test acts.</summary>
+    public string TestSocketPath => Path.Combine(Directory, Name + ".test.qmp");
+
+    /// <summary>The monitor the test uses: the test monitor when QEMU has one (not a QEMU started elsewhere and attached).</summary>
+    private string TestMonitor => File.Exists(TestSocketPath) ? TestSocketPath : SocketPath;
+
     public string PidFile => Path.Combine(Directory, Name + ".pid");
 
     public int ProcessId { get; private set; }
@@ -39,7 +46,8 @@ public sealed class QemuVm : IAsyncDisposable
         var arguments = new List<string>
         {
             "-name", name, "-machine", "pc,accel=tcg", "-S", "-m", "16", "-nodefaults", "-display", "none",
-            "-qmp", $"unix:{vm.SocketPath},server=on,wait=off", "-daemonize", "-pidfile", vm.PidFile,
+            "-qmp", $"unix:{vm.SocketPath},server=on,wait=off", "-qmp", $"unix:{vm.TestSocketPath},server=on,wait=off",
+            "-daemonize", "-pidfile", vm.PidFile,
         };
         foreach (var disk in disks)
         {
@@ -87,13 +95,19 @@ public sealed class QemuVm : IAsyncDisposable
     /// <summary>Runs an HMP command; HMP reports failures as text in a successful reply, so any output is an error.</summary>
     public async Task HmpAsync(string commandLine)
     {
-        await using var qmp = await QmpClient.ConnectLocalAsync(SocketPath);
-        var reply = await qmp.ExecuteAsync("human-monitor-command", new JsonObject { ["command-line"] = commandLine });
+        var reply = await QmpAsync("human-monitor-command", new JsonObject { ["command-line"] = commandLine });
         var text = reply.GetString();
         if (!string.IsNullOrWhiteSpace(text))
         {
             throw new InvalidOperationException($"HMP '{commandLine}' on {Name} failed: {text.Trim()}");
         }
+    }
+
+    /// <summary>Runs a QMP command on the test monitor and returns its reply.</summary>
+    public async Task<System.Text.Json.JsonElement> QmpAsync(string command, JsonObject? arguments = null)
+    {
+        await using var qmp = await QmpClient.ConnectLocalAsync(TestMonitor);
+        return await qmp.ExecuteAsync(command, arguments);
     }
 
     public bool IsRunning => System.IO.Directory.Exists($"/proc/{ProcessId}") && !File.ReadAllText($"/proc/{ProcessId}/stat").Split(' ')[2].Equals("Z", StringComparison.Ordinal);
@@ -118,7 +132,7 @@ public sealed class QemuVm : IAsyncDisposable
         try
         {
             using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(5));
-            await using var qmp = await QmpClient.ConnectLocalAsync(SocketPath, limit.Token);
+            await using var qmp = await QmpClient.ConnectLocalAsync(TestMonitor, limit.Token);
             await qmp.ExecuteAsync("quit", cancellationToken: limit.Token);
         }
         catch (Exception)

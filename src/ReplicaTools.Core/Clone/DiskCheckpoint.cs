@@ -1,0 +1,59 @@
+using ReplicaTools.Core.Qemu;
+using ReplicaTools.Core.Remote;
+
+namespace ReplicaTools.Core.Clone;
+
+/// <summary>
+/// A point in time from which changed blocks are tracked on a disk: a libvirt checkpoint, or a QEMU dirty bitmap of a
+/// bare QEMU. Invoke-NbdClone names its checkpoints rtclone-CHAIN-GENERATION.
+/// </summary>
+public sealed class DiskCheckpoint
+{
+    /// <summary>The libvirt domain name, or the QMP socket path.</summary>
+    public required string VMName { get; init; }
+
+    public required VmBackend Backend { get; init; }
+
+    public required string Drive { get; init; }
+
+    public required string Name { get; init; }
+
+    /// <summary>The dirty bitmap behind it (libvirt names it after the checkpoint).</summary>
+    public string? Bitmap { get; init; }
+
+    /// <summary>Bytes written since the checkpoint (the bitmap's dirty count); null when the bitmap is missing or inconsistent.</summary>
+    public long? DirtyBytes { get; init; }
+
+    /// <summary>False when the bitmap is missing, inconsistent (QEMU was killed) or disabled: an incremental from it would be wrong.</summary>
+    public bool Usable { get; init; }
+
+    /// <summary>Whether the bitmap records writes (disabled bitmaps of an interrupted rotation do not).</summary>
+    public bool? Recording { get; init; }
+
+    public bool? Persistent { get; init; }
+
+    public long? Granularity { get; init; }
+
+    public DateTimeOffset? CreationTime { get; init; }
+
+    public string? Parent { get; init; }
+
+    /// <summary>Why the checkpoint is not usable, if it is not.</summary>
+    public string? Problem { get; init; }
+
+    /// <summary>True for checkpoints Invoke-NbdClone created (rtclone-CHAIN-GENERATION).</summary>
+    public bool IsCloneCheckpoint => Chain is not null;
+
+    public string? Chain => CloneNames.TryParseCheckpoint(Name, out var chain, out _) ? chain : null;
+
+    public long Generation => CloneNames.TryParseCheckpoint(Name, out _, out var generation) ? generation : 0;
+
+    public ReplicaSession? Session { get; init; }
+
+    public string HostName => Session?.HostName ?? "localhost";
+
+    /// <summary>Set for a bare QEMU VM, so the object pipes into Remove-DiskCheckpoint.</summary>
+    public string? QmpSocket => Backend == VmBackend.Qmp ? VMName : null;
+
+    public override string ToString() => $"{VMName}/{Drive}: {Name}";
+}

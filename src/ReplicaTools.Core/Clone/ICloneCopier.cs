@@ -1,0 +1,28 @@
+using ReplicaTools.Core.Nbd;
+using ReplicaTools.Core.Remote;
+
+namespace ReplicaTools.Core.Clone;
+
+/// <summary>An NBD export as the destination reaches it.</summary>
+public sealed record NbdExportAddress(string Address, int Port, string ExportName)
+{
+    public string Uri => NbdUri.Build(Address, Port, ExportName);
+
+    public override string ToString() => Uri;
+}
+
+/// <summary>What a copy step did.</summary>
+public sealed record CopyOutcome(long BytesCopied, string Copier, int Extents = 0);
+
+/// <summary>
+/// The copy step of a clone, run on the destination host against the VM host's export. Full copies are sparse-aware
+/// and multi-connection; dirty copies patch only the extents a dirty-bitmap meta context marks into an existing image.
+/// </summary>
+public interface ICloneCopier
+{
+    Task<CopyOutcome> CopyFullAsync(IReplicaHost host, NbdExportAddress source, string target, bool targetIsBlockDevice, int? connections,
+        TimeSpan timeout, Action<double> progress, CancellationToken cancellationToken);
+
+    Task<CopyOutcome> CopyDirtyAsync(IReplicaHost host, NbdExportAddress source, string metaContext, string target,
+        TimeSpan timeout, Action<double> progress, CancellationToken cancellationToken);
+}

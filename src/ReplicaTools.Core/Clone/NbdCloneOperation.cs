@@ -1,0 +1,663 @@
+using System.Diagnostics;
+using ReplicaTools.Core.Qemu;
+using ReplicaTools.Core.Remote;
+
+namespace ReplicaTools.Core.Clone;
+
+/// <summary>
+/// One clone run: lock, stale-state check (and -Repair), point in time with a new checkpoint, copy on the destination
+/// host into a temporary name, optional verification, release, then promotion of the destination and commit of the
+/// checkpoint rotation. Any failure releases the point in time, rolls the rotation back and leaves no destination that
+/// looks complete.
+/// </summary>
+/// <remarks>
+/// Incremental runs patch the previous clone. To keep the last good clone at its name while that happens, the previous
+/// clone is first copied to NAME.rtclone-partial with cp --reflink (instant on btrfs/XFS). Where the filesystem cannot
+/// share extents, the previous clone is renamed to NAME.rtclone-partial instead (no copy of the whole disk) and the
+/// sidecar is marked incomplete with ResumeFrom = the base checkpoint: if the run fails, NAME is absent (nothing looks
+/// complete) and the next -Incremental run finishes the partial file from the same base checkpoint, whose bitmap still
+/// covers every block the failed run may have written. Block devices are patched in place under the same rule.
+/// </remarks>
+public sealed class NbdCloneOperation
+{
+    private static readonly TimeSpan WatchInterval = TimeSpan.FromSeconds(2);
+
+    public NbdCloneOperation(CloneRequest request)
+    {
+        request.Validate();
+        Request = request;
+    }
+
+    public CloneRequest Request { get; }
+
+    /// <summary>The copy step (a seam for tests): by default the shared NBD copier.</summary>
+    public ICloneCopier Copier { get; init; } = new NbdCloneCopier();
+
+    /// <summary>Overwrite a destination that exists but holds no clone metadata.</summary>
+    public bool Force { get; init; }
+
+    /// <summary>The caller's reporter, captured at the start: the copier relays its progress through a reporter of its own.</summary>
+    private IOperationReporter reporter = OperationContext.Reporter;
+
+    private void Progress(string status, int percent) =>
+        reporter.Progress(new OperationProgress("Invoke-NbdClone", status, Math.Clamp(percent, 0, 100)));
+
+    /// <summary>What the run will do on which host, for -WhatIf (ports, run ids and the chosen mode are decided at run time).</summary>
+    public IReadOnlyList<string> DescribePlan()
+    {
+        var vm = Request.VirtualMachine;
+        var vmHost = vm.Host.Name;
+        var destHost = Request.DestinationSession.Host.Name;
+        var drive = Request.Drive ?? "(its only disk)";
+        var target = Request.Destination + CloneDestination.PartialSuffix;
+        var export = $"nbd://{Request.ExportAddress ?? "ADDRESS"}:PORT/{CloneNames.Prefix}RUN";
+        var lines = new List<string>
+        {
+            $"[{vmHost}] check {vm.DisplayName} for stale clone state{(Request.Repair ? " and repair it" : string.Empty)}",
+            vm.Backend == VmBackend.Libvirt
+                ? $"[{vmHost}] virsh backup-begin {vm.Name} (pull mode, disk {drive}, scratch in {Request.ScratchDirectory}, new checkpoint rtclone-CHAIN-GEN for qcow2)"
+                : $"[{vmHost}] QMP {vm.Name}: nbd-server-start; transaction(bitmap rotation, blockdev-backup sync=none, disk {drive}); block-export-add (read-only)",
+            Request.Incremental
+                ? $"[{destHost}] {NbdCloneCopier.Python} -c DIRTY-EXTENT-COPIER {export} qemu:dirty-bitmap:CHECKPOINT {target}"
+                : $"[{destHost}] nbdcopy -C {Request.Connections ?? Math.Max(2, Environment.ProcessorCount)} -T {Request.Connections ?? Math.Max(2, Environment.ProcessorCount)} --flush --progress=1 -- {export} {target}",
+        };
+        if (Request.Verify)
+        {
+            lines.Add($"[{vmHost}] checksum {export}; [{destHost}] checksum {target}");
+        }
+
+        lines.Add(vm.Backend == VmBackend.Libvirt ? $"[{vmHost}] virsh domjobabort {vm.Name}" : $"[{vmHost}] QMP {vm.Name}: block-export-del; job-cancel; blockdev-del; nbd-server-stop");
+        lines.Add($"[{destHost}] {PosixShell.Join(new[] { "mv", "-f", "-T", "--", target, Request.Destination })}; write {Request.Destination}{CloneDestination.SidecarSuffix}");
+        lines.Add($"[{vmHost}] delete the previous checkpoint of the destination's chain");
+        return lines;
+    }
+
+    public async Task<CloneResult> RunAsync(CancellationToken cancellationToken)
+    {
+        var vm = Request.VirtualMachine;
+        var destinationHost = Request.DestinationSession.Host;
+        reporter = OperationContext.Reporter;
+        var started = DateTimeOffset.Now;
+        var clock = Stopwatch.StartNew();
+        Progress("Taking locks", 0);
+
+        // The two hosts are independent: lock and look at both at once.
+        var vmLocking = LockAsync(vm.Host, $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-vm-{CloneNames.VmKey(vm)}.lock", vm.DisplayName, cancellationToken);
+        var destinationLocking = LockAsync(destinationHost, $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-dest-{CloneNames.Hash(Request.Destination)}.lock", $"the destination '{Request.Destination}'", cancellationToken);
+        await using var vmLock = await ReleaseOnFailureAsync(vmLocking, destinationLocking).ConfigureAwait(false);
+        await using var destinationLock = await destinationLocking.ConfigureAwait(false);
+        await using var source = PointInTimeSource.Create(vm, Request.ScratchDirectory);
+        var destination = new CloneDestination(destinationHost, Request.Destination);
+        var opening = source.OpenAsync(Request.Drive, cancellationToken);
+        var inspecting = InspectAsync(destination, cancellationToken);
+        await Task.WhenAll(opening, inspecting).ConfigureAwait(false);
+        var (destinationStat, sidecar) = await inspecting.ConfigureAwait(false);
+        CheckOwnership(source, destination, destinationStat, sidecar);
+
+        Progress("Checking for state left by an interrupted clone", 1);
+        var findings = await source.FindStaleStateAsync(sidecar?.Chain, cancellationToken).ConfigureAwait(false);
+        if (findings.Count > 0)
+        {
+            if (!Request.Repair)
+            {
+                throw new StaleCloneStateException(vm.DisplayName, source.Disk.Drive, vm.Host.Name, findings);
+            }
+
+            var keep = sidecar is null ? null : sidecar.IsComplete ? sidecar.Checkpoint : sidecar.ResumeFrom;
+            await source.RepairAsync(findings, sidecar?.Chain, keep, cancellationToken).ConfigureAwait(false);
+            var left = await source.FindStaleStateAsync(sidecar?.Chain, cancellationToken).ConfigureAwait(false);
+            if (left.Count > 0)
+            {
+                throw new StaleCloneStateException(vm.DisplayName, source.Disk.Drive, vm.Host.Name, left);
+            }
+        }
+
+        if (!destination.IsBlockDevice && sidecar?.ResumeFrom is null)
+        {
+            // A partial file nobody can resume from: the remains of an interrupted full clone or of a reflinked incremental.
+            var stray = await destination.StatAsync(destination.PartialPath, cancellationToken).ConfigureAwait(false);
+            if (stray.Kind != DestinationKind.Missing)
+            {
+                OperationContext.Reporter.Verbose($"[{destinationHost.Name}] deleting '{destination.PartialPath}' left by an interrupted run");
+                await destination.DeleteAsync(destination.PartialPath, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        // Full or incremental?
+        string? incrementalFrom = null;
+        string? fallbackReason = null;
+        var resume = false;
+        if (Request.Incremental)
+        {
+            (incrementalFrom, resume, fallbackReason) = await PlanIncrementalAsync(source, destination, destinationStat, sidecar, cancellationToken).ConfigureAwait(false);
+            if (fallbackReason is not null)
+            {
+                OperationContext.Reporter.Warning($"{vm.DisplayName}, disk '{source.Disk.Drive}': an incremental clone is not possible, making a full clone instead: {fallbackReason}.");
+            }
+        }
+
+        var chain = sidecar?.Chain is { Length: > 0 } known ? known : CloneNames.NewChain();
+        var generation = (sidecar?.Generation ?? 0) + 1;
+        var newCheckpoint = source.SupportsCheckpoints ? CloneNames.Checkpoint(chain, generation) : null;
+        if (!source.SupportsCheckpoints)
+        {
+            OperationContext.Reporter.Verbose($"{vm.DisplayName}, disk '{source.Disk.Drive}' is {source.Disk.Format ?? "not qcow2"}: no checkpoint is created (dirty bitmaps persist only in qcow2), so every clone of it is full.");
+        }
+
+        var address = await ExportAddressResolver.ResolveAsync(vm.Host, destinationHost, Request.ExportAddress, cancellationToken).ConfigureAwait(false);
+        var runId = CloneNames.NewRunId();
+        var run = new RunState(source, destination, sidecar, chain, generation);
+        try
+        {
+            Progress("Starting the point-in-time export", 2);
+            PointInTimeExport export;
+            try
+            {
+                export = await source.StartAsync(runId, newCheckpoint, incrementalFrom, address, Request.PortRange, cancellationToken).ConfigureAwait(false);
+            }
+            catch (IncrementalUnavailableException ex)
+            {
+                fallbackReason = ex.Reason;
+                OperationContext.Reporter.Warning($"{vm.DisplayName}, disk '{source.Disk.Drive}': an incremental clone is not possible, making a full clone instead: {ex.Reason}.");
+                await source.StopAsync(cancellationToken).ConfigureAwait(false);
+                incrementalFrom = null;
+                resume = false;
+                runId = CloneNames.NewRunId();
+                export = await source.StartAsync(runId, newCheckpoint, null, address, Request.PortRange, cancellationToken).ConfigureAwait(false);
+            }
+
+            run.Mode = incrementalFrom is null ? CloneMode.Full : CloneMode.Incremental;
+            run.Base = incrementalFrom;
+            var target = await PrepareTargetAsync(run, resume, cancellationToken).ConfigureAwait(false);
+
+            // Copy, watching the point in time the whole time: if it ends, what was copied is not one instant.
+            var copyClock = Stopwatch.StartNew();
+            var outcome = await WatchedAsync(source, token => run.Mode == CloneMode.Full
+                    ? Copier.CopyFullAsync(destinationHost, export.Address, target, destination.IsBlockDevice, Request.Connections, Request.CopyTimeout,
+                        p => Progress($"Copying (full) {export.Address} to {destinationHost.Name}:{target}", 5 + (int)(p * 0.85)), token)
+                    : Copier.CopyDirtyAsync(destinationHost, export.Address, export.DirtyMetaContext!, target, Request.CopyTimeout,
+                        p => Progress($"Copying the blocks written since {incrementalFrom} to {destinationHost.Name}:{target}", 5 + (int)(p * 0.85)), token),
+                cancellationToken).ConfigureAwait(false);
+            copyClock.Stop();
+
+            string? checksum = null;
+            if (Request.Verify)
+            {
+                checksum = await VerifyAsync(source, export, destinationHost, target, cancellationToken).ConfigureAwait(false);
+            }
+
+            if (await ProbeAsync(source, cancellationToken).ConfigureAwait(false) is { } ended)
+            {
+                throw new CloneFailedException($"The point-in-time export of {vm.DisplayName} ended before the copy was released ({ended}); the copy cannot be trusted.", vm.Host.Name, vm.Name);
+            }
+
+            Progress("Releasing the point in time", 97);
+            await source.StopAsync(cancellationToken).ConfigureAwait(false);
+
+            // Promote: the file at the final name is complete from here on; then the sidecar, then the checkpoint rotation.
+            if (!destination.IsBlockDevice)
+            {
+                await destination.MoveAsync(target, destination.Path, cancellationToken).ConfigureAwait(false);
+            }
+
+            run.Promoted = true;
+            var finalStat = await destination.StatAsync(destination.Path, cancellationToken).ConfigureAwait(false);
+            var checkpointXml = source.NewCheckpoint is null ? null : await source.GetCheckpointXmlAsync(source.NewCheckpoint, cancellationToken).ConfigureAwait(false);
+            await destination.WriteSidecarAsync(new CloneSidecar
+            {
+                State = "complete",
+                Chain = chain,
+                Generation = generation,
+                Checkpoint = source.NewCheckpoint,
+                CheckpointXml = checkpointXml,
+                Source = SourceOf(source),
+                File = destination.IsBlockDevice ? new SidecarFile { Size = finalStat.Size } : new SidecarFile { Size = finalStat.Size, Inode = finalStat.Inode, ModifiedNs = finalStat.ModifiedNs },
+                Checksum = checksum,
+                Mode = run.Mode.ToString(),
+            }, cancellationToken).ConfigureAwait(false);
+
+            try
+            {
+                await source.CommitCheckpointsAsync(chain, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is ReplicaException or IOException)
+            {
+                OperationContext.Reporter.Warning($"The clone is complete, but the previous checkpoint of {vm.DisplayName} could not be deleted ({ex.Message}). The next run reports it as stale; -Repair deletes it.");
+            }
+
+            Progress("Done", 100);
+            reporter.Progress(new OperationProgress("Invoke-NbdClone", "Done", 100, Completed: true));
+            var duration = clock.Elapsed;
+            var copied = outcome.BytesCopied >= 0 ? outcome.BytesCopied : export.Size;
+            return new CloneResult
+            {
+                VMName = vm.Name,
+                Backend = vm.Backend,
+                Drive = source.Disk.Drive,
+                Destination = destination.Path,
+                DestinationHost = destinationHost.Name,
+                Mode = run.Mode,
+                Checkpoint = source.NewCheckpoint,
+                FallbackReason = fallbackReason,
+                BytesTotal = export.Size,
+                BytesCopied = copied,
+                BytesSkipped = Math.Max(0, export.Size - copied),
+                Duration = duration,
+                CopyDuration = copyClock.Elapsed,
+                ThroughputMBps = Math.Round(export.Size / 1048576.0 / Math.Max(duration.TotalSeconds, 0.001), 1),
+                Verified = checksum is not null,
+                Checksum = checksum,
+                Copier = outcome.Copier,
+                Generation = generation,
+                StartTime = started,
+                Session = vm.Session,
+                DestinationSession = Request.DestinationSession,
+            };
+        }
+        catch (Exception ex)
+        {
+            var kept = await CleanUpAfterFailureAsync(run, ex).ConfigureAwait(false);
+            if (ex is OperationCanceledException)
+            {
+                throw;
+            }
+
+            var what = ex is CloneVerificationException ? "The verification failed" : "The clone failed";
+            var message = $"{what}: {ex.Message} {vm.DisplayName} continues on its original disk with every write. {kept}";
+            throw ex is CloneVerificationException verify
+                ? new CloneVerificationException(message, verify.HostName ?? destinationHost.Name, destination.Path)
+                : new CloneFailedException(message, (ex as ReplicaException)?.HostName ?? vm.Host.Name, destination.Path, ex);
+        }
+    }
+
+    private static async Task<(DestinationStat Stat, CloneSidecar? Sidecar)> InspectAsync(CloneDestination destination, CancellationToken cancellationToken)
+    {
+        var stat = await destination.InspectAsync(cancellationToken).ConfigureAwait(false);
+        return (stat, await destination.ReadSidecarAsync(cancellationToken).ConfigureAwait(false));
+    }
+
+    /// <summary>Awaits the first lock; if either lock fails, the other one (if taken) is released before the error surfaces.</summary>
+    private static async Task<RemoteLock> ReleaseOnFailureAsync(Task<RemoteLock> first, Task<RemoteLock> second)
+    {
+        try
+        {
+            await Task.WhenAll(first, second).ConfigureAwait(false);
+        }
+        catch
+        {
+            foreach (var task in new[] { first, second }.Where(t => t.IsCompletedSuccessfully))
+            {
+                await task.Result.DisposeAsync().ConfigureAwait(false);
+            }
+
+            throw (first.Exception ?? second.Exception)!.InnerException!;
+        }
+
+        return first.Result;
+    }
+
+    private static async Task<RemoteLock> LockAsync(IReplicaHost host, string path, string what, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await RemoteLock.AcquireAsync(host, path, cancellationToken).ConfigureAwait(false);
+        }
+        catch (LockHeldException)
+        {
+            throw new CloneInProgressException(host.Name, what);
+        }
+    }
+
+    private void CheckOwnership(PointInTimeSource source, CloneDestination destination, DestinationStat stat, CloneSidecar? sidecar)
+    {
+        var host = destination.Host.Name;
+        if (sidecar is not null && !SameSource(sidecar.Source, source))
+        {
+            throw new ReplicaException("DestinationHoldsAnotherClone", ReplicaErrorCategory.ResourceExists,
+                $"On host '{host}', '{destination.Path}' is the clone of {sidecar.Source.Backend} VM '{sidecar.Source.VM}' disk '{sidecar.Source.Drive}' on host '{sidecar.Source.Host}' " +
+                $"(per {destination.SidecarPath}); refusing to overwrite it with a clone of {source.Vm.DisplayName} disk '{source.Disk.Drive}'.", host, destination.Path)
+            {
+                RecommendedAction = "Choose another -Destination, or delete the old clone and its .rtclone.json first.",
+            };
+        }
+
+        if (sidecar is null && stat.Kind != DestinationKind.Missing && !Force)
+        {
+            throw new ReplicaException("DestinationExists", ReplicaErrorCategory.ResourceExists,
+                $"On host '{host}', '{destination.Path}' exists ({(stat.Kind == DestinationKind.BlockDevice ? "a block device" : "a file")} of {stat.Size} bytes) and holds no clone metadata; refusing to overwrite it.",
+                host, destination.Path)
+            {
+                RecommendedAction = "Pass -Force to overwrite it with the clone, or choose another -Destination.",
+            };
+        }
+
+        if (stat.Kind == DestinationKind.BlockDevice && stat.Size < source.VirtualSize)
+        {
+            throw new ReplicaException("DestinationTooSmall", ReplicaErrorCategory.InvalidArgument,
+                $"On host '{host}', the block device '{destination.Path}' has {stat.Size} bytes; the disk needs {source.VirtualSize}.", host, destination.Path);
+        }
+    }
+
+    private static bool SameSource(SidecarSource recorded, PointInTimeSource source) =>
+        recorded.Backend == source.Vm.Backend.ToString() && recorded.VM == source.Vm.Name && recorded.Drive == source.Disk.Drive
+        && string.Equals(recorded.Host, source.Vm.Session.HostName, StringComparison.OrdinalIgnoreCase);
+
+    private static SidecarSource SourceOf(PointInTimeSource source) => new()
+    {
+        Host = source.Vm.Session.HostName,
+        Backend = source.Vm.Backend.ToString(),
+        VM = source.Vm.Name,
+        Drive = source.Disk.Drive,
+        Image = source.Disk.Source,
+        VirtualSize = source.VirtualSize,
+    };
+
+    /// <summary>(base checkpoint, resume a patched partial, null) when an incremental is sound; otherwise (null, false, why not).</summary>
+    private static async Task<(string? Base, bool Resume, string? Reason)> PlanIncrementalAsync(PointInTimeSource source, CloneDestination destination, DestinationStat stat,
+        CloneSidecar? sidecar, CancellationToken cancellationToken)
+    {
+        if (!source.SupportsCheckpoints)
+        {
+            return (null, false, $"the disk is {source.Disk.Format ?? "of an unknown format"}, and checkpoints (persistent dirty bitmaps) need qcow2");
+        }
+
+        if (sidecar is null)
+        {
+            return (null, false, $"there is no clone metadata ({destination.SidecarPath}) from an earlier clone");
+        }
+
+        if (sidecar.Source.VirtualSize != source.VirtualSize)
+        {
+            return (null, false, $"the disk was resized ({sidecar.Source.VirtualSize} → {source.VirtualSize} bytes) since the last clone");
+        }
+
+        if (!string.Equals(sidecar.Source.Image, source.Disk.Source, StringComparison.Ordinal))
+        {
+            return (null, false, $"the disk's image changed from '{sidecar.Source.Image}' to '{source.Disk.Source}' since the last clone");
+        }
+
+        string from;
+        var resume = false;
+        if (sidecar.IsComplete)
+        {
+            if (sidecar.Checkpoint is null)
+            {
+                return (null, false, "the last clone has no checkpoint");
+            }
+
+            if (!destination.IsBlockDevice && !stat.SameFileAs(sidecar.File))
+            {
+                return (null, false, stat.Kind == DestinationKind.Missing
+                    ? $"the last clone '{destination.Path}' is gone"
+                    : $"'{destination.Path}' is not the file the last clone wrote (it was modified or replaced since: size/inode/mtime differ from {destination.SidecarPath})");
+            }
+
+            from = sidecar.Checkpoint;
+        }
+        else if (sidecar.ResumeFrom is not null)
+        {
+            if (!destination.IsBlockDevice)
+            {
+                var partial = await destination.StatAsync(destination.PartialPath, cancellationToken).ConfigureAwait(false);
+                if (partial.Kind != DestinationKind.File || partial.Size != source.VirtualSize)
+                {
+                    return (null, false, $"the last incremental was interrupted and its partial file '{destination.PartialPath}' is gone");
+                }
+            }
+
+            from = sidecar.ResumeFrom;
+            resume = true;
+            OperationContext.Reporter.Verbose($"The last incremental clone was interrupted; finishing it from checkpoint '{from}', whose bitmap covers every block it may have written.");
+        }
+        else
+        {
+            return (null, false, "the last clone did not complete (it was interrupted or failed verification)");
+        }
+
+        var problem = await source.CheckpointProblemAsync(from, sidecar.CheckpointXml, cancellationToken).ConfigureAwait(false);
+        return problem is null ? (from, resume, null) : (null, false, problem);
+    }
+
+    /// <summary>Decides where the copy writes and records, before anything is written, what a failure would leave.</summary>
+    private async Task<string> PrepareTargetAsync(RunState run, bool resume, CancellationToken cancellationToken)
+    {
+        var destination = run.Destination;
+        if (run.Mode == CloneMode.Full)
+        {
+            if (destination.IsBlockDevice)
+            {
+                await MarkIncompleteAsync(run, resumeFrom: null, cancellationToken).ConfigureAwait(false);
+                return destination.Path;
+            }
+
+            await destination.DeleteAsync(destination.PartialPath, cancellationToken).ConfigureAwait(false);
+            run.Partial = PartialKind.Scratch;
+            return destination.PartialPath;
+        }
+
+        if (destination.IsBlockDevice || resume)
+        {
+            await MarkIncompleteAsync(run, run.Base, cancellationToken).ConfigureAwait(false);
+            run.Partial = destination.IsBlockDevice ? PartialKind.None : PartialKind.Resumable;
+            return destination.IsBlockDevice ? destination.Path : destination.PartialPath;
+        }
+
+        if (await destination.TryReflinkAsync(destination.Path, destination.PartialPath, cancellationToken).ConfigureAwait(false))
+        {
+            OperationContext.Reporter.Verbose($"[{destination.Host.Name}] the previous clone was reflinked to '{destination.PartialPath}'; it stays complete at its name while the incremental runs.");
+            run.Partial = PartialKind.Scratch;
+            return destination.PartialPath;
+        }
+
+        OperationContext.Reporter.Verbose($"[{destination.Host.Name}] the filesystem cannot reflink; the previous clone is moved to '{destination.PartialPath}' and patched there.");
+        await MarkIncompleteAsync(run, run.Base, cancellationToken).ConfigureAwait(false);
+        await destination.MoveAsync(destination.Path, destination.PartialPath, cancellationToken).ConfigureAwait(false);
+        run.Partial = PartialKind.Resumable;
+        return destination.PartialPath;
+    }
+
+    private static async Task MarkIncompleteAsync(RunState run, string? resumeFrom, CancellationToken cancellationToken)
+    {
+        var sidecar = run.Sidecar ?? new CloneSidecar { Chain = run.Chain, Source = SourceOf(run.Source) };
+        sidecar.State = "incomplete";
+        sidecar.ResumeFrom = resumeFrom;
+        sidecar.Chain = run.Chain;
+        await run.Destination.WriteSidecarAsync(sidecar, cancellationToken).ConfigureAwait(false);
+        run.Sidecar = sidecar;
+        run.MarkedIncomplete = true;
+    }
+
+    /// <summary>Runs the copy while polling the point in time; if it ends, the copier is killed and the copy reported invalid.</summary>
+    private static async Task<CopyOutcome> WatchedAsync(PointInTimeSource source, Func<CancellationToken, Task<CopyOutcome>> copy, CancellationToken cancellationToken)
+    {
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        string? ended = null;
+        var copyTask = copy(stop.Token);
+        try
+        {
+            while (!copyTask.IsCompleted)
+            {
+                await Task.WhenAny(copyTask, Task.Delay(WatchInterval, cancellationToken)).ConfigureAwait(false);
+                cancellationToken.ThrowIfCancellationRequested();
+                if (copyTask.IsCompleted)
+                {
+                    break;
+                }
+
+                ended = await ProbeAsync(source, cancellationToken).ConfigureAwait(false);
+                if (ended is not null)
+                {
+                    break;
+                }
+            }
+        }
+        finally
+        {
+            if (!copyTask.IsCompleted)
+            {
+                // Kill the copier (on the destination host) before anything else is torn down.
+                await stop.CancelAsync().ConfigureAwait(false);
+                try
+                {
+                    await copyTask.ConfigureAwait(false);
+                }
+                catch (Exception)
+                {
+                    // Its failure is the expected consequence; reported below.
+                }
+            }
+        }
+
+        try
+        {
+            var outcome = await copyTask.ConfigureAwait(false);
+            ended ??= await ProbeAsync(source, cancellationToken).ConfigureAwait(false);
+            return ended is null ? outcome : throw new CloneFailedException($"The point-in-time export ended during the copy ({ended}).", source.Host.Name, source.Vm.Name);
+        }
+        catch (Exception ex) when (ended is not null && ex is not CloneFailedException && !cancellationToken.IsCancellationRequested)
+        {
+            throw new CloneFailedException($"The point-in-time export ended during the copy ({ended}); the copier was stopped.", source.Host.Name, source.Vm.Name, ex);
+        }
+        catch (Exception ex) when (ex is ReplicaException or IOException && ex is not CloneFailedException)
+        {
+            // The copier failed by itself: was the export the cause?
+            var reason = await ProbeAsync(source, CancellationToken.None).ConfigureAwait(false);
+            throw new CloneFailedException(reason is null ? $"The copy failed: {ex.Message}" : $"The copy failed ({ex.Message}); the point-in-time export had ended: {reason}.",
+                (ex as ReplicaException)?.HostName, source.Vm.Name, ex);
+        }
+    }
+
+    /// <summary>CheckAlive that turns "cannot even ask" (VM host connection lost) into a reason: the copy cannot be trusted then either.</summary>
+    private static async Task<string?> ProbeAsync(PointInTimeSource source, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await source.CheckAliveAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is ReplicaException or IOException or TimeoutException)
+        {
+            return $"host '{source.Host.Name}' could not be asked whether the point in time is intact: {ex.Message}";
+        }
+    }
+
+    private async Task<string> VerifyAsync(PointInTimeSource source, PointInTimeExport export, IReplicaHost destinationHost, string target, CancellationToken cancellationToken)
+    {
+        Progress("Verifying: checksumming the point-in-time source and the destination", 90);
+        var sourceSum = WatchedChecksumAsync(source, export, cancellationToken);
+        var destinationSum = ImageChecksum.ComputeAsync(destinationHost, target, export.Size, Request.CopyTimeout, null, cancellationToken);
+        await Task.WhenAll(sourceSum, destinationSum).ConfigureAwait(false);
+        var (a, b) = (sourceSum.Result, destinationSum.Result);
+        if (a.Checksum != b.Checksum)
+        {
+            throw new CloneVerificationException(
+                $"The destination {destinationHost.Name}:{target} does not match the point-in-time source {export.Address} (source {a.Checksum}, {a.Size} bytes; destination {b.Checksum}, {b.Size} bytes); it was not promoted.",
+                destinationHost.Name, target);
+        }
+
+        OperationContext.Reporter.Verbose($"Verified: source and destination both {a.Checksum}.");
+        return a.Checksum;
+    }
+
+    private Task<ImageDigest> WatchedChecksumAsync(PointInTimeSource source, PointInTimeExport export, CancellationToken cancellationToken) =>
+        ImageChecksum.ComputeAsync(source.Host, export.Address.Uri, null, Request.CopyTimeout, p => Progress("Verifying: checksumming the point-in-time source and the destination", 90 + (int)(p * 0.07)), cancellationToken);
+
+    /// <summary>Releases the point in time, rolls the rotation back and settles the destination; returns what the operator should know.</summary>
+    private static async Task<string> CleanUpAfterFailureAsync(RunState run, Exception failure)
+    {
+        var notes = new List<string>();
+        var none = CancellationToken.None;
+        try
+        {
+            await run.Source.StopAsync(none).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is ReplicaException or IOException or TimeoutException)
+        {
+            notes.Add($"Releasing the point in time failed ({ex.Message}): the next run reports the stale state and -Repair cleans it up.");
+        }
+
+        if (!run.Promoted)
+        {
+            try
+            {
+                await run.Source.RollbackCheckpointAsync(none).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is ReplicaException or IOException or TimeoutException)
+            {
+                notes.Add($"Rolling back the new checkpoint failed ({ex.Message}): -Repair settles it on the next run.");
+            }
+
+            var destination = run.Destination;
+            var badContent = failure is CloneVerificationException;
+            try
+            {
+                switch (run.Partial)
+                {
+                    case PartialKind.Scratch:
+                        await destination.DeleteAsync(destination.PartialPath, none).ConfigureAwait(false);
+                        notes.Add(run.Sidecar is { IsComplete: true } ? $"The previous clone at '{destination.Path}' is unchanged." : $"Nothing was written at '{destination.Path}'.");
+                        break;
+                    case PartialKind.Resumable when badContent:
+                        await destination.DeleteAsync(destination.PartialPath, none).ConfigureAwait(false);
+                        await MarkIncompleteAsync(run, null, none).ConfigureAwait(false);
+                        notes.Add($"'{destination.Path}' is absent (the previous clone was being patched and did not verify); the next run makes a full clone.");
+                        break;
+                    case PartialKind.Resumable:
+                        notes.Add($"'{destination.Path}' is absent: the previous clone was being patched at '{destination.PartialPath}'. The next -Incremental run finishes it from checkpoint '{run.Base}' (its metadata says so).");
+                        break;
+                    default:
+                        if (run.MarkedIncomplete)
+                        {
+                            if (badContent || run.Mode == CloneMode.Full)
+                            {
+                                await MarkIncompleteAsync(run, null, none).ConfigureAwait(false);
+                            }
+
+                            notes.Add($"The block device '{destination.Path}' holds an incomplete clone and its metadata says so; {(run.Mode == CloneMode.Incremental && !badContent ? $"the next -Incremental run finishes it from checkpoint '{run.Base}'." : "the next run makes a full clone.")}");
+                        }
+
+                        break;
+                }
+            }
+            catch (Exception ex) when (ex is ReplicaException or IOException)
+            {
+                notes.Add($"Cleaning up the destination failed ({ex.Message}); the next run finds and removes '{destination.PartialPath}'.");
+            }
+        }
+
+        return string.Join(' ', notes);
+    }
+
+    private enum PartialKind
+    {
+        None,
+
+        /// <summary>NAME.rtclone-partial is a throw-away copy: delete it on failure.</summary>
+        Scratch,
+
+        /// <summary>NAME.rtclone-partial is the previous clone being patched: keep it on failure, the next incremental finishes it.</summary>
+        Resumable,
+    }
+
+    private sealed class RunState(PointInTimeSource source, CloneDestination destination, CloneSidecar? sidecar, string chain, long generation)
+    {
+        public PointInTimeSource Source { get; } = source;
+
+        public CloneDestination Destination { get; } = destination;
+
+        public CloneSidecar? Sidecar { get; set; } = sidecar;
+
+        public string Chain { get; } = chain;
+
+        public long Generation { get; } = generation;
+
+        public CloneMode Mode { get; set; }
+
+        public string? Base { get; set; }
+
+        public PartialKind Partial { get; set; }
+
+        public bool MarkedIncomplete { get; set; }
+
+        public bool Promoted { get; set; }
+    }
+}
