@@ -44,7 +44,8 @@ public sealed class SshHost : IReplicaHost
     /// <summary>The ControlMaster socket, or null when multiplexing is off.</summary>
     public string? ControlPath { get; }
 
-    public bool IsMasterRunning => ControlPath is not null && File.Exists(ControlPath);
+    /// <summary>True when the shared connection's socket exists and its master answers (a killed master leaves the file behind).</summary>
+    public bool IsMasterRunning => ControlPath is not null && File.Exists(ControlPath) && MasterAnswers(ControlPath);
 
     /// <summary>Opens the shared connection now (instead of on the first command), so connection errors surface here.</summary>
     public async Task ConnectAsync(CancellationToken cancellationToken = default)
@@ -61,6 +62,13 @@ public sealed class SshHost : IReplicaHost
             if (IsMasterRunning)
             {
                 return;
+            }
+
+            if (File.Exists(ControlPath))
+            {
+                // A master that died (killed, host rebooted) leaves its socket; ssh -M would refuse to replace it.
+                OperationContext.Reporter.Verbose($"[{Name}] the shared SSH connection died; opening a new one");
+                TryDelete(ControlPath);
             }
 
             OperationContext.Reporter.Verbose($"[{Name}] opening shared SSH connection ({ControlPath})");
@@ -255,6 +263,20 @@ public sealed class SshHost : IReplicaHost
         }
 
         return new SshConnectionException(Name, detail.Length > 0 ? detail : "ssh exited with code 255 and printed nothing.");
+    }
+
+    private static bool MasterAnswers(string controlPath)
+    {
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        try
+        {
+            socket.Connect(new System.Net.Sockets.UnixDomainSocketEndPoint(controlPath));
+            return true;
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            return false;
+        }
     }
 
     private static void TryDelete(string path)

@@ -172,6 +172,31 @@ public sealed class SshHostTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task KilledMaster_IsReplacedByTheNextCommand_NotBypassed()
+    {
+        var firstPid = MasterPid();
+        Tool.Run("kill", "-9", firstPid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        await Task.Delay(200);
+        Assert.True(File.Exists(host.ControlPath), "a killed master leaves its socket file behind");
+        Assert.False(host.IsMasterRunning);
+
+        var result = await host.RunAsync(new CommandSpec("echo", "still here"));
+
+        Assert.Equal("still here\n", result.StandardOutput);
+        Assert.True(host.IsMasterRunning);
+        Assert.NotEqual(firstPid, MasterPid());
+    }
+
+    private int MasterPid()
+    {
+        // "Master running (pid=1234)" on stderr.
+        var check = Tool.TryRun("ssh", new[] { "-o", $"ControlPath={host.ControlPath}", "-O", "check", "--", lab[0].Address });
+        var match = System.Text.RegularExpressions.Regex.Match(check.StandardError, @"pid=(\d+)");
+        Assert.True(match.Success, check.StandardError);
+        return int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    [Fact]
     public async Task UnknownHostKey_IsRefusedByDefault_WithAClearMessage_AndNothingRuns()
     {
         var stranger = await lab.StartDaemonAsync("stranger", "127.0.0.2");
