@@ -24,7 +24,7 @@ public static class SshMultiplexBenchmark
         var table = new Table("mode", "commands", "median ms", "p95 ms", "mean ms");
         table.Add("session (ControlMaster)", count, Stats.Percentile(sharedTimes, 50), Stats.Percentile(sharedTimes, 95), sharedTimes.Average());
         table.Add("fresh ssh per command", count, Stats.Percentile(freshTimes, 50), Stats.Percentile(freshTimes, 95), freshTimes.Average());
-        Console.WriteLine($"Remote command latency, 'true' on {lab[0].Address} (sshd on loopback), {count} sequential commands each:");
+        Console.WriteLine($"Remote command latency, 'true' on {lab[0].Address} (sshd on loopback, sessions with a clean HOME so this machine's ~/.bashrc is not timed), {count} sequential commands each:");
         table.Print(Console.Out);
 
         var ratio = Stats.Percentile(sharedTimes, 50) / Stats.Percentile(freshTimes, 50);

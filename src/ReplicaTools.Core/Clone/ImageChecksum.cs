@@ -19,13 +19,13 @@ public static class ImageChecksum
     public static async Task<ImageDigest> ComputeAsync(IReplicaHost host, string source, long? length, TimeSpan timeout, Action<double>? progress, CancellationToken cancellationToken)
     {
         var command = new CommandSpec(NbdCloneCopier.Python, "-c", Script, source, (length ?? -1).ToString(CultureInfo.InvariantCulture)) { Timeout = timeout, ThrowOnFailure = false };
-        var result = await StreamingCommand.RunAsync(host, command, line =>
+        var result = await host.RunAsync(command.WithOutputLines(line =>
         {
             if (line.StartsWith("progress ", StringComparison.Ordinal) && double.TryParse(line["progress ".Length..], NumberStyles.Float, CultureInfo.InvariantCulture, out var percent))
             {
                 progress?.Invoke(percent);
             }
-        }, cancellationToken).ConfigureAwait(false);
+        }), cancellationToken).ConfigureAwait(false);
         if (result.ExitCode != 0)
         {
             if (result.StandardError.Contains("No module named 'nbd'", StringComparison.Ordinal))

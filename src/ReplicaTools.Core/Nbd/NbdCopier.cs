@@ -331,14 +331,14 @@ public sealed partial class NbdCopier
 
         try
         {
-            await StreamingCommand.RunAsync(Host, command, line =>
+            await Host.RunAsync(command.WithOutputLines(line =>
             {
                 var match = PercentLine().Match(line);
                 if (match.Success)
                 {
                     progress.Report(double.Parse(match.Groups["percent"].Value, CultureInfo.InvariantCulture) / 100);
                 }
-            }, cancellationToken).ConfigureAwait(false);
+            }), cancellationToken).ConfigureAwait(false);
         }
         catch (ProgramNotFoundException ex)
         {
@@ -380,7 +380,7 @@ public sealed partial class NbdCopier
         var command = BuildDirtyExtentCommand(request.SourceUri, context, destination, request.Timeout);
         try
         {
-            await StreamingCommand.RunAsync(Host, command, line =>
+            await Host.RunAsync(command.WithOutputLines(line =>
             {
                 if (line.StartsWith("progress ", StringComparison.Ordinal))
                 {
@@ -393,7 +393,7 @@ public sealed partial class NbdCopier
                 {
                     resultJson = line["result ".Length..];
                 }
-            }, cancellationToken).ConfigureAwait(false);
+            }), cancellationToken).ConfigureAwait(false);
         }
         catch (ProgramNotFoundException ex)
         {

@@ -14,7 +14,7 @@ internal static class CommandRunner
         var stopwatch = Stopwatch.StartNew();
 
         await using var process = await start().ConfigureAwait(false);
-        var stdoutTask = ReadAllAsync(process.StandardOutput);
+        var stdoutTask = command.OnOutputLine is null ? ReadAllAsync(process.StandardOutput) : ReadLinesAsync(process.StandardOutput, command.OnOutputLine);
         var stdinTask = FeedAsync(process.StandardInput, command.StandardInput);
 
         using var timeout = new CancellationTokenSource(command.Timeout);
@@ -36,7 +36,17 @@ internal static class CommandRunner
         }
 
         await stdinTask.ConfigureAwait(false);
-        var stdout = await stdoutTask.WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+        string stdout;
+        try
+        {
+            stdout = await stdoutTask.WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // A daemonised child holds the output open; the command itself has ended.
+            stdout = string.Empty;
+        }
+
         var result = new CommandResult(hostName, command.Arguments, exitCode, stdout, process.StandardError, startTime, stopwatch.Elapsed);
 
         if (!command.SuccessExitCodes.Contains(exitCode))
@@ -68,6 +78,69 @@ internal static class CommandRunner
         }
 
         return Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length);
+    }
+
+    private const int MaxKeptStreamedOutput = 256 * 1024;
+
+    /// <summary>Hands each output line to <paramref name="onLine"/> as it arrives; keeps the tail of the output.</summary>
+    private static async Task<string> ReadLinesAsync(Stream stream, Action<string> onLine)
+    {
+        var decoder = Encoding.UTF8.GetDecoder();
+        var bytes = new byte[16384];
+        var chars = new char[Encoding.UTF8.GetMaxCharCount(bytes.Length)];
+        var output = new StringBuilder();
+        var line = new StringBuilder();
+        try
+        {
+            int read;
+            while ((read = await stream.ReadAsync(bytes).ConfigureAwait(false)) > 0)
+            {
+                var count = decoder.GetChars(bytes, 0, read, chars, 0);
+                output.Append(chars, 0, count);
+                if (output.Length > MaxKeptStreamedOutput)
+                {
+                    output.Remove(0, output.Length - MaxKeptStreamedOutput);
+                }
+
+                for (var i = 0; i < count; i++)
+                {
+                    if (chars[i] is '\n' or '\r')
+                    {
+                        Deliver(line, onLine);
+                    }
+                    else
+                    {
+                        line.Append(chars[i]);
+                    }
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException)
+        {
+            // Killed; what arrived was delivered.
+        }
+
+        Deliver(line, onLine);
+        return output.ToString();
+    }
+
+    private static void Deliver(StringBuilder line, Action<string> onLine)
+    {
+        if (line.Length == 0)
+        {
+            return;
+        }
+
+        var text = line.ToString();
+        line.Clear();
+        try
+        {
+            onLine(text);
+        }
+        catch (Exception ex) when (ex is FormatException or OverflowException or ArgumentException)
+        {
+            OperationContext.Reporter.Verbose($"Could not interpret the output line '{text}': {ex.Message}");
+        }
     }
 
     private static async Task FeedAsync(Stream stdin, byte[]? input)

@@ -47,6 +47,22 @@ public sealed class CommandSpec
     /// <summary>When false, a failing exit code is returned in the result rather than thrown.</summary>
     public bool ThrowOnFailure { get; init; } = true;
 
+    /// <summary>
+    /// Called with each line of standard output while the command runs (split at LF or CR, as progress meters print),
+    /// for progress. With a callback set, only the last 256 KiB of output are kept in the result.
+    /// </summary>
+    public Action<string>? OnOutputLine { get; init; }
+
+    /// <summary>This command with a callback for its output lines.</summary>
+    public CommandSpec WithOutputLines(Action<string> onOutputLine) => new(Arguments)
+    {
+        Timeout = Timeout,
+        StandardInput = StandardInput,
+        SuccessExitCodes = SuccessExitCodes,
+        ThrowOnFailure = ThrowOnFailure,
+        OnOutputLine = onOutputLine,
+    };
+
     /// <summary>The command line as a shell would see it: for -WhatIf, verbose output and error messages.</summary>
     public string CommandLine => PosixShell.Join(Arguments);
 

@@ -86,92 +86,25 @@ internal static partial class StorageCommands
     /// </summary>
     public static async Task<CommandResult> RunWithProgressAsync(IReplicaHost host, CommandSpec spec, string activity, string status, CancellationToken cancellationToken)
     {
-        OperationContext.Reporter.Verbose($"[{host.Name}] {spec.CommandLine}");
-        var startTime = DateTimeOffset.Now;
         var stopwatch = Stopwatch.StartNew();
-        IHostProcess process;
+        var lastReport = TimeSpan.MinValue;
+        var withProgress = spec.WithOutputLines(line =>
+        {
+            var match = ProgressPattern().Match(line);
+            if (match.Success && stopwatch.Elapsed - lastReport > TimeSpan.FromMilliseconds(250))
+            {
+                lastReport = stopwatch.Elapsed;
+                var percent = double.Parse(match.Groups["p"].Value, CultureInfo.InvariantCulture);
+                OperationContext.Reporter.Progress(new OperationProgress(activity, $"{status} ({percent:0.0} %)", (int)percent));
+            }
+        });
         try
         {
-            process = await host.StartAsync(spec, cancellationToken).ConfigureAwait(false);
+            return await RunAsync(host, withProgress, cancellationToken).ConfigureAwait(false);
         }
-        catch (ProgramNotFoundException ex) when (IsKillTimeoutWrapped(spec))
+        finally
         {
-            throw new ProgramNotFoundException(host.Name, spec.Arguments[4], ex.Message);
-        }
-
-        await using (process.ConfigureAwait(false))
-        {
-            process.StandardInput.Close();
-            var output = new StringBuilder();
-            var lastReport = TimeSpan.Zero;
-            var reader = Task.Run(async () =>
-            {
-                var buffer = new byte[4096];
-                var decoder = Encoding.UTF8.GetDecoder();
-                var chars = new char[4096];
-                try
-                {
-                    int read;
-                    while ((read = await process.StandardOutput.ReadAsync(buffer, CancellationToken.None).ConfigureAwait(false)) > 0)
-                    {
-                        var count = decoder.GetChars(buffer, 0, read, chars, 0);
-                        string text;
-                        lock (output)
-                        {
-                            output.Append(chars, 0, count);
-                            text = output.ToString(Math.Max(0, output.Length - 64), Math.Min(64, output.Length));
-                        }
-
-                        var matches = ProgressPattern().Matches(text);
-                        if (matches.Count > 0 && stopwatch.Elapsed - lastReport > TimeSpan.FromMilliseconds(250))
-                        {
-                            lastReport = stopwatch.Elapsed;
-                            var percent = double.Parse(matches[^1].Groups["p"].Value, CultureInfo.InvariantCulture);
-                            OperationContext.Reporter.Progress(new OperationProgress(activity, $"{status} ({percent:0.0} %)", (int)percent));
-                        }
-                    }
-                }
-                catch (Exception ex) when (ex is IOException or ObjectDisposedException)
-                {
-                    // Killed; keep what arrived.
-                }
-            }, CancellationToken.None);
-
-            using var timeout = new CancellationTokenSource(spec.Timeout);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
-            int exitCode;
-            try
-            {
-                exitCode = await process.WaitForExitAsync(linked.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                await process.KillAsync().ConfigureAwait(false);
-                if (cancellationToken.IsCancellationRequested)
-                {
-                    throw new OperationCanceledException($"On host '{host.Name}', the command '{spec.CommandLine}' was cancelled and killed.", cancellationToken);
-                }
-
-                throw new CommandTimeoutException(host.Name, spec.CommandLine, spec.Timeout);
-            }
-            finally
-            {
-                OperationContext.Reporter.Progress(new OperationProgress(activity, status, Completed: true));
-            }
-
-            await reader.WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(false);
-            string stdout;
-            lock (output)
-            {
-                stdout = output.ToString();
-            }
-
-            if (exitCode == 127 && IsKillTimeoutWrapped(spec) && process.StandardError.Contains("No such file", StringComparison.Ordinal))
-            {
-                throw new ProgramNotFoundException(host.Name, spec.Arguments[4], process.StandardError);
-            }
-
-            return new CommandResult(host.Name, spec.Arguments, exitCode, stdout, process.StandardError, startTime, stopwatch.Elapsed);
+            OperationContext.Reporter.Progress(new OperationProgress(activity, status, Completed: true));
         }
     }
 

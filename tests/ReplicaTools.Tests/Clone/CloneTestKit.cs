@@ -187,14 +187,14 @@ public sealed class ScriptedCopier : ICloneCopier
                 {
                     Timeout = timeout,
                 };
-                await ReplicaTools.Core.Nbd.StreamingCommand.RunAsync(host, command, line =>
+                await host.RunAsync(command.WithOutputLines(line =>
                 {
                     var slash = line.IndexOf("/100", StringComparison.Ordinal);
                     if (slash > 0 && double.TryParse(line[..slash], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var percent))
                     {
                         progress(percent);
                     }
-                }, cancellationToken);
+                }), cancellationToken);
                 return new CopyOutcome(-1, "nbdcopy via rate-limited nbdkit");
             });
         }

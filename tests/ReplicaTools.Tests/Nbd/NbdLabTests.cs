@@ -105,7 +105,9 @@ public sealed class NbdLabTests : IAsyncLifetime
     [Fact]
     public async Task DefaultRemoteStateDirectory_IsUnderTheLoginDirectory()
     {
-        var home = (await source.RunAsync(new CommandSpec("sh", "-c", "cd && pwd -P"))).StandardOutput.Trim();
+        // sshd starts commands in the login directory; the lab's sessions have a different $HOME, which must not matter.
+        var home = (await source.RunAsync(new CommandSpec("pwd", "-P"))).StandardOutput.Trim();
+        Assert.Equal(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), home);
         var directory = await new NbdExportManager(source).GetStateDirectoryAsync();
         Assert.Equal($"{home}/.local/state/replicatools/nbd", directory);
         Assert.Equal($"{home}/rel/nbd", await new NbdExportManager(source, "rel/nbd/").GetStateDirectoryAsync());
