@@ -284,28 +284,8 @@ public abstract class DriveMirrorBackend
                             "QEMU cannot finish a cancel while an NFS destination is gone; if that hangs, restore the server or stop the VM.",
     };
 
-    internal static DriveMirrorJob Copy(DriveMirrorJob job, DriveMirrorState state, string? error) => new()
-    {
-        VMName = job.VMName,
-        QmpSocket = job.QmpSocket,
-        LibvirtUri = job.LibvirtUri,
-        Drive = job.Drive,
-        Source = job.Source,
-        Destination = job.Destination,
-        Format = job.Format,
-        JobId = job.JobId,
-        State = state,
-        JobStatus = job.JobStatus,
-        BytesDone = job.BytesDone,
-        BytesTotal = job.BytesTotal,
-        Ready = job.Ready,
-        BandwidthMBps = job.BandwidthMBps,
-        Error = error,
-        CreatedDestination = job.CreatedDestination,
-        Backend = job.Backend,
-        Session = job.Session,
-        SourceNode = job.SourceNode,
-    };
+    /// <summary>The same job in another state (a record copy, so no property can be forgotten).</summary>
+    internal static DriveMirrorJob Copy(DriveMirrorJob job, DriveMirrorState state, string? error) => job with { State = state, Error = error };
 }
 
 /// <summary>A mirror error: the message always names the VM, the drive and the destination.</summary>

@@ -41,7 +41,7 @@ public enum DriveMirrorState
 }
 
 /// <summary>A live mirror of one VM disk to a second image, as the mirror cmdlets report it.</summary>
-public sealed class DriveMirrorJob
+public sealed record DriveMirrorJob
 {
     /// <summary>The libvirt domain; null for a bare QEMU (see <see cref="QmpSocket"/>).</summary>
     public string? VMName { get; init; }
