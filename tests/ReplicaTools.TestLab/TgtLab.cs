@@ -146,7 +146,7 @@ public sealed partial class TgtLab : IAsyncDisposable
                 return;
             }
 
-            Kill(process);
+            SshLab.Kill(process);
             if (attempt == 3)
             {
                 throw new InvalidOperationException($"tgtd did not start with portal {Address}:{Port} and control port {ControlPort} after 3 attempts.");
@@ -176,7 +176,7 @@ public sealed partial class TgtLab : IAsyncDisposable
             await Task.Delay(50);
         }
 
-        Kill(process);
+        SshLab.Kill(process);
         daemon = null;
 
         // tgtd leaves its management socket and lock file behind.
@@ -199,21 +199,6 @@ public sealed partial class TgtLab : IAsyncDisposable
         }
 
         throw new InvalidOperationException("No free tgtd control port found.");
-    }
-
-    private static void Kill(Process process)
-    {
-        try
-        {
-            if (!process.HasExited)
-            {
-                process.Kill(entireProcessTree: true);
-                process.WaitForExit(5000);
-            }
-        }
-        catch (InvalidOperationException)
-        {
-        }
     }
 
     [GeneratedRegex(@"^Target (?<tid>\d+): (?<iqn>\S+)$", RegexOptions.Multiline | RegexOptions.CultureInvariant)]
