@@ -299,9 +299,13 @@ public sealed class QmpCloneTests : IAsyncLifetime
         Tool.Run("truncate", "-s", (Size + 8 * MiB).ToString(System.Globalization.CultureInfo.InvariantCulture), backing);
         var device = Tool.Run("losetup", "--find", "--show", backing).Trim();
         var sidecarPath = $"{CloneDestination.BlockDeviceStateDirectory}/{device.Trim('/').Replace('/', '_')}-{CloneNames.Hash(device)}.json";
-        File.Delete(sidecarPath); // metadata of an earlier run that failed before it could clean up
         try
         {
+            if (File.Exists(sidecarPath))
+            {
+                File.Delete(sidecarPath); // metadata of an earlier run that failed before it could clean up
+            }
+
             // A device without clone metadata is only overwritten with Force.
             var refused = await Assert.ThrowsAsync<ReplicaException>(() => CloneAsync(device));
             Assert.Equal("DestinationExists", refused.ErrorId);
@@ -334,7 +338,10 @@ public sealed class QmpCloneTests : IAsyncLifetime
         finally
         {
             Tool.TryRun("losetup", new[] { "-d", device });
-            File.Delete(sidecarPath);
+            if (File.Exists(sidecarPath))
+            {
+                File.Delete(sidecarPath);
+            }
         }
     }
 
