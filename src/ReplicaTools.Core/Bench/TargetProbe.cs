@@ -344,7 +344,7 @@ public static class TargetProbe
     {
         var detail = inner is CommandFailedException failed ? CommandFailedException.StderrTail(failed.StandardError) : inner.Message;
         return new ReplicaException("TargetUnreachable", ReplicaErrorCategory.ConnectionError,
-            $"From host '{hostName}', the target '{url}' cannot be reached: {detail} Nothing was measured or written.", hostName, url, inner)
+            $"From host '{hostName}', the target '{url}' cannot be reached: {detail.TrimEnd('.')}. Nothing was measured or written.", hostName, url, inner)
         {
             RecommendedAction = "Check that the server runs and listens on that address and port, that the export or target name is right, and that this host can reach it (-Session chooses the host that generates the load).",
         };

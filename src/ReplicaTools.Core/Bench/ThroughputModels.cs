@@ -1,5 +1,4 @@
 using System.Globalization;
-using ReplicaTools.Core.Remote;
 
 namespace ReplicaTools.Core.Bench;
 
