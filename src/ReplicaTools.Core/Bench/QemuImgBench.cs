@@ -15,6 +15,9 @@ public static partial class QemuImgBench
     /// <summary>A trial shorter than this is too noisy to size the real run from.</summary>
     public static readonly TimeSpan MinimumTrial = TimeSpan.FromMilliseconds(300);
 
+    /// <summary>The byte written by write measurements (qemu-img bench --pattern).</summary>
+    public const int WritePattern = 0x5a;
+
     /// <summary>The command for <paramref name="count"/> requests of <paramref name="blockSize"/> bytes, sequential (step = block size).</summary>
     public static CommandSpec Build(ThroughputTarget target, ThroughputRequest request, long blockSize, ThroughputOperation operation, long count, TimeSpan timeout)
     {
@@ -39,7 +42,9 @@ public static partial class QemuImgBench
 
         if (operation == ThroughputOperation.Write)
         {
+            // qemu-img bench writes zeros by default, which some servers store as holes; a pattern makes every write real.
             arguments.Add("-w");
+            arguments.Add($"--pattern={WritePattern}");
         }
 
         arguments.Add("--");

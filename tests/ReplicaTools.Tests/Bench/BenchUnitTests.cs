@@ -119,7 +119,7 @@ public sealed class BenchUnitTests
 
         var command = QemuImgBench.Build(new ThroughputTarget { Location = "iscsi://127.0.0.2:3260/iqn.x:y/1", Kind = ThroughputTargetKind.QemuUrl, Protocol = "iSCSI" },
             new ThroughputRequest { QueueDepth = 8 }, 512, ThroughputOperation.Write, 5000, TimeSpan.FromMinutes(1));
-        Assert.Equal(new[] { "qemu-img", "bench", "-f", "raw", "-c", "5000", "-d", "8", "-s", "512", "-S", "512", "-w", "--", "iscsi://127.0.0.2:3260/iqn.x:y/1" }, command.Arguments);
+        Assert.Equal(new[] { "qemu-img", "bench", "-f", "raw", "-c", "5000", "-d", "8", "-s", "512", "-S", "512", "-w", "--pattern=90", "--", "iscsi://127.0.0.2:3260/iqn.x:y/1" }, command.Arguments);
         Assert.Throws<ArgumentException>(() => QemuImgBench.Build(new ThroughputTarget { Location = "/x", Protocol = "Direct" }, new ThroughputRequest { Pattern = AccessPattern.Random }, 512, ThroughputOperation.Read, 1, TimeSpan.FromMinutes(1)));
     }
 
