@@ -61,8 +61,8 @@ public sealed class NbdCloneOperation
             : new PlannedCommand(destination.Name, copier.BuildNbdCopyCommand(export, target, Request.Connections ?? Math.Max(2, Environment.ProcessorCount)), "copy the point in time (allocated data only)"));
         if (Request.Verify)
         {
-            plan.Add(new PlannedCommand(vm.Host.Name, new CommandSpec(NbdCloneCopier.Python, "-c", "CHECKSUM", export), "checksum the point in time"));
-            plan.Add(new PlannedCommand(destination.Name, new CommandSpec(NbdCloneCopier.Python, "-c", "CHECKSUM", target), "checksum the copy; it is promoted only if both match"));
+            plan.Add(new PlannedCommand(vm.Host.Name, new CommandSpec(NbdCloneCopier.Python, "-c", "sha256-checksum", export), "checksum the point in time"));
+            plan.Add(new PlannedCommand(destination.Name, new CommandSpec(NbdCloneCopier.Python, "-c", "sha256-checksum", target), "checksum the copy; it is promoted only if both match"));
         }
 
         plan.AddRange(source.PlanStop());
