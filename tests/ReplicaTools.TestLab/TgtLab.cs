@@ -138,9 +138,12 @@ public sealed partial class TgtLab : IAsyncDisposable
             }
 
             var process = Process.Start(startInfo)!;
+            var output = new System.Collections.Concurrent.ConcurrentQueue<string>();
+            process.ErrorDataReceived += (_, e) => output.Enqueue(e.Data ?? string.Empty);
+            process.OutputDataReceived += (_, e) => output.Enqueue(e.Data ?? string.Empty);
             process.BeginErrorReadLine();
             process.BeginOutputReadLine();
-            if (await Ports.WaitListeningAsync(Address, Port, TimeSpan.FromSeconds(10), () => !process.HasExited) && Answers())
+            if (await Ports.WaitListeningAsync(Address, Port, TimeSpan.FromSeconds(10), () => !process.HasExited) && await AnswersWithinAsync(process, TimeSpan.FromSeconds(10)))
             {
                 daemon = process;
                 return;
@@ -149,9 +152,25 @@ public sealed partial class TgtLab : IAsyncDisposable
             SshLab.Kill(process);
             if (attempt == 3)
             {
-                throw new InvalidOperationException($"tgtd did not start with portal {Address}:{Port} and control port {ControlPort} after 3 attempts.");
+                throw new InvalidOperationException($"tgtd did not start with portal {Address}:{Port} and control port {ControlPort} after 3 attempts (exit code {(process.HasExited ? process.ExitCode : -1)}): {string.Join(" | ", output.TakeLast(10))}");
             }
         }
+    }
+
+    private async Task<bool> AnswersWithinAsync(Process process, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!Answers())
+        {
+            if (process.HasExited || DateTime.UtcNow > deadline)
+            {
+                return false;
+            }
+
+            await Task.Delay(100);
+        }
+
+        return true;
     }
 
     private bool Answers() => Tool.TryRun("tgtadm", new[] { "-C", ControlPort.ToString(CultureInfo.InvariantCulture), "--lld", "iscsi", "--op", "show", "--mode", "target" }, TimeSpan.FromSeconds(10)).ExitCode == 0;

@@ -5,22 +5,8 @@ namespace ReplicaTools.Commands;
 
 [Cmdlet(VerbsCommon.Get, "DiskCheckpoint")]
 [OutputType(typeof(DiskCheckpoint))]
-public sealed class GetDiskCheckpointCommand : HostCmdlet
+public sealed class GetDiskCheckpointCommand : VmCmdlet
 {
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
-    [Alias("Domain")]
-    public string? VMName { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    public string? QmpSocket { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    public string? LibvirtUri { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Drive { get; set; }
-
     /// <summary>Checkpoint names; wildcards allowed.</summary>
     [Parameter(Position = 1)]
     [SupportsWildcards]
@@ -33,19 +19,8 @@ public sealed class GetDiskCheckpointCommand : HostCmdlet
 
     protected override void ProcessRecord()
     {
-        var session = ResolveSession();
-        Core.Qemu.VirtualMachine vm;
-        try
-        {
-            vm = VmParameters.Open(session, VMName, QmpSocket, LibvirtUri);
-        }
-        catch (ArgumentException ex)
-        {
-            ThrowTerminating(ex, VMName ?? QmpSocket);
-            return;
-        }
-
-        var checkpoints = TryRun(token => DiskCheckpointManager.ListAsync(vm, Drive, token), vm.Name);
+        var vm = OpenVm();
+        var checkpoints = TryRun(token => DiskCheckpointManager.ListAsync(vm, DriveOrNull, token), vm.Name);
         if (checkpoints is null)
         {
             return;
