@@ -443,12 +443,14 @@ public static partial class ReplicaTopologyTester
             (Name: "RandomWrite4K", Request: new ThroughputRequest { BlockSizes = new long[] { 4096 }, Operations = new[] { ThroughputOperation.Write }, Pattern = AccessPattern.Random, DurationSeconds = request.DurationSeconds, Force = request.Force }),
         };
         var samples = new List<ThroughputSample>();
+        var written = false;
         foreach (var (name, run) in runs)
         {
             ThroughputPlan plan;
             try
             {
-                plan = await meter.PlanAsync(spec, run, cancellationToken).ConfigureAwait(false);
+                // Once this test has written its own data there, the next run may overwrite it.
+                plan = await meter.PlanAsync(spec, written ? WithForce(run) : run, cancellationToken).ConfigureAwait(false);
             }
             catch (ReplicaException ex) when (ex.ErrorId is "TargetHoldsData" or "TargetReadOnly")
             {
@@ -470,6 +472,7 @@ public static partial class ReplicaTopologyTester
             try
             {
                 var sample = (await meter.RunAsync(plan, cancellationToken).ConfigureAwait(false)).Single();
+                written = true;
                 samples.Add(sample);
                 checks.Add(new TopologyCheck(name, host.Name, TopologyCheckStatus.Pass, string.Create(CultureInfo.InvariantCulture,
                     $"{sample.MBps:0.0} MB/s, {sample.Iops:0} IOPS, mean latency {sample.LatencyAvgUs:0} µs, p99 {sample.LatencyP99Us:0} µs ({BlockSizes.Label(sample.BlockSize)} {sample.Pattern.ToString().ToLowerInvariant()}, queue depth 1{(sample.DirectIo ? ", direct I/O" : ", through the page cache")})."), sample.MBps));
@@ -482,6 +485,15 @@ public static partial class ReplicaTopologyTester
 
         return samples;
     }
+
+    private static ThroughputRequest WithForce(ThroughputRequest run) => new()
+    {
+        BlockSizes = run.BlockSizes,
+        Operations = run.Operations,
+        Pattern = run.Pattern,
+        DurationSeconds = run.DurationSeconds,
+        Force = true,
+    };
 
     private static (double? Latency, TimeSpan? Sync) Estimate(ReplicaTopologyTestRequest request, List<TopologyCheck> checks, IReadOnlyList<ThroughputSample> samples, double? rtt, long? size, bool bothDisks)
     {
