@@ -472,28 +472,8 @@ public sealed class ThroughputMeter
             throw new ReplicaException(ex.ErrorId, ex.Category, $"On host '{Host.Name}', measuring '{target.Location}': {ex.Message} Command: {result.CommandLine}", Host.Name, target.Location, ex);
         }
 
-        return new ThroughputSample
-        {
-            HostName = Host.Name,
-            Protocol = target.Protocol,
-            Server = target.Server,
-            Target = target.Location,
-            BlockSize = step.BlockSize,
-            Operation = step.Operation,
-            Pattern = request.Pattern,
-            QueueDepth = request.QueueDepth,
-            MBps = fio.BandwidthBytes / 1e6,
-            Iops = fio.Iops,
-            LatencyAvgUs = fio.LatencyMeanNs / 1000,
-            LatencyP99Us = fio.LatencyP99Ns / 1000,
-            Engine = ThroughputEngine.Fio,
-            IoEngine = target.Kind == ThroughputTargetKind.NbdUri ? "nbd" : request.IoEngine,
-            DirectIo = target.DirectIo,
-            Runtime = fio.Runtime,
-            Bytes = fio.IoBytes,
-            Timestamp = result.StartTime,
-            CommandLine = result.CommandLine,
-        };
+        return Sample(target, request, step, result, ThroughputEngine.Fio, target.Kind == ThroughputTargetKind.NbdUri ? "nbd" : request.IoEngine,
+            fio.IoBytes, fio.Runtime, fio.BandwidthBytes / 1e6, fio.Iops, fio.LatencyMeanNs / 1000, fio.LatencyP99Ns / 1000);
     }
 
     private async Task<ThroughputSample> MeasureWithQemuImgBenchAsync(ThroughputTarget target, ThroughputRequest request, ThroughputStep step, CancellationToken cancellationToken)
@@ -515,29 +495,34 @@ public sealed class ThroughputMeter
         var result = await Host.RunAsync(QemuImgBench.Build(target, request, step.BlockSize, step.Operation, count, timeout), cancellationToken).ConfigureAwait(false);
         runtime = QemuImgBench.ParseRuntime(result.StandardOutput);
         var iops = count / runtime.TotalSeconds;
-        return new ThroughputSample
-        {
-            HostName = Host.Name,
-            Protocol = target.Protocol,
-            Server = target.Server,
-            Target = target.Location,
-            BlockSize = step.BlockSize,
-            Operation = step.Operation,
-            Pattern = request.Pattern,
-            QueueDepth = request.QueueDepth,
-            MBps = count * step.BlockSize / runtime.TotalSeconds / 1e6,
-            Iops = iops,
-            LatencyAvgUs = request.QueueDepth / iops * 1e6,
-            LatencyP99Us = null,
-            Engine = ThroughputEngine.QemuImgBench,
-            IoEngine = target.Kind is ThroughputTargetKind.File or ThroughputTargetKind.BlockDevice ? (target.DirectIo ? "native" : "threads") : $"qemu {TargetProbe.SchemeOf(target.Location)}",
-            DirectIo = target.DirectIo,
-            Runtime = runtime,
-            Bytes = count * step.BlockSize,
-            Timestamp = result.StartTime,
-            CommandLine = result.CommandLine,
-        };
+        var ioEngine = target.Kind is ThroughputTargetKind.File or ThroughputTargetKind.BlockDevice ? (target.DirectIo ? "native" : "threads") : $"qemu {TargetProbe.SchemeOf(target.Location)}";
+        return Sample(target, request, step, result, ThroughputEngine.QemuImgBench, ioEngine,
+            count * step.BlockSize, runtime, count * step.BlockSize / runtime.TotalSeconds / 1e6, iops, request.QueueDepth / iops * 1e6, null);
     }
+
+    private ThroughputSample Sample(ThroughputTarget target, ThroughputRequest request, ThroughputStep step, CommandResult result, ThroughputEngine engine, string ioEngine,
+        long bytes, TimeSpan runtime, double mbps, double iops, double? latencyAvgUs, double? latencyP99Us) => new()
+    {
+        HostName = Host.Name,
+        Protocol = target.Protocol,
+        Server = target.Server,
+        Target = target.Location,
+        BlockSize = step.BlockSize,
+        Operation = step.Operation,
+        Pattern = request.Pattern,
+        QueueDepth = request.QueueDepth,
+        MBps = mbps,
+        Iops = iops,
+        LatencyAvgUs = latencyAvgUs,
+        LatencyP99Us = latencyP99Us,
+        Engine = engine,
+        IoEngine = ioEngine,
+        DirectIo = target.DirectIo,
+        Runtime = runtime,
+        Bytes = bytes,
+        Timestamp = result.StartTime,
+        CommandLine = result.CommandLine,
+    };
 
     private static IDisposable StartTicker(string activity, string status, double secondsBefore, double totalSeconds, int stepSeconds)
     {

@@ -134,16 +134,7 @@ public sealed class MeasureDiskThroughputCommand : HostCmdlet
             return;
         }
 
-        var path = GetUnresolvedProviderPathFromPSPath(ReportPath);
-        try
-        {
-            File.WriteAllText(path, HtmlReport.Throughput(measured, "Disk throughput", DateTimeOffset.Now));
-            WriteVerbose($"Report written to {path}.");
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            WriteError(new ErrorRecord(ex, "ReportNotWritten", ErrorCategory.WriteError, path));
-        }
+        WriteReport(ReportPath, HtmlReport.Throughput(measured, "Disk throughput", DateTimeOffset.Now));
     }
 
     private List<ThroughputTargetSpec> TargetsOfThisRecord(ReplicaSession session)

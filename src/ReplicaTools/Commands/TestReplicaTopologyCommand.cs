@@ -112,16 +112,7 @@ public sealed class TestReplicaTopologyCommand : ReplicaCmdlet
 
         if (ReportPath is not null)
         {
-            var path = GetUnresolvedProviderPathFromPSPath(ReportPath);
-            try
-            {
-                File.WriteAllText(path, ReplicaTopologyTester.ToHtml(result));
-                WriteVerbose($"Report written to {path}.");
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
-                WriteError(new ErrorRecord(ex, "ReportNotWritten", ErrorCategory.WriteError, path));
-            }
+            WriteReport(ReportPath, ReplicaTopologyTester.ToHtml(result));
         }
 
         WriteObject(result);
