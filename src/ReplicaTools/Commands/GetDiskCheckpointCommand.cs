@@ -26,22 +26,8 @@ public sealed class GetDiskCheckpointCommand : VmCmdlet
             return;
         }
 
-        var patterns = Name?.Select(n => WildcardPattern.Get(n, WildcardOptions.IgnoreCase)).ToArray();
-        foreach (var checkpoint in checkpoints)
-        {
-            if ((!CloneOnly || checkpoint.IsCloneCheckpoint) && (patterns is null || patterns.Any(p => p.IsMatch(checkpoint.Name))))
-            {
-                WriteObject(checkpoint);
-            }
-        }
-
-        foreach (var name in Name ?? Array.Empty<string>())
-        {
-            if (!WildcardPattern.ContainsWildcardCharacters(name) && !checkpoints.Any(c => string.Equals(c.Name, name, StringComparison.OrdinalIgnoreCase)))
-            {
-                WriteError(new ErrorRecord(new ItemNotFoundException($"{vm.DisplayName} has no checkpoint '{name}'{(Drive is null ? string.Empty : $" on disk '{Drive}'")}."),
-                    "CheckpointNotFound", ErrorCategory.ObjectNotFound, name));
-            }
-        }
+        var selection = new WildcardSelection(Name, "CheckpointNotFound",
+            name => $"{vm.DisplayName} has no checkpoint '{name}'{(DriveOrNull is null ? string.Empty : $" on disk '{DriveOrNull}'")}. Get-DiskCheckpoint lists them.");
+        WriteObject(selection.Select(this, checkpoints, c => c.Name).Where(c => !CloneOnly || c.IsCloneCheckpoint), enumerateCollection: true);
     }
 }

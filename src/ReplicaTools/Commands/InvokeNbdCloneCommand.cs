@@ -51,11 +51,10 @@ public sealed class InvokeNbdCloneCommand : VmCmdlet
     protected override void ProcessRecord()
     {
         var vm = OpenVm();
-        ReplicaSession destinationSession;
+        var destinationSession = ResolveSession(DestinationSession, DestinationHostName, ReplicaSession.Local);
         NbdCloneOperation operation;
         try
         {
-            destinationSession = HostResolver.Resolve(DestinationSession, DestinationHostName);
             operation = new NbdCloneOperation(new CloneRequest
             {
                 VirtualMachine = vm,
