@@ -467,11 +467,7 @@ public sealed class IscsiTargetPlan
         else
         {
             steps.Add(new(HostName, new CommandSpec("mkdir", "-p", "-m", "0755", "--", manager.ConfigDirectory) { Timeout = IscsiTargetManager.QuickTimeout }, "create the conf.d directory"));
-            steps.Add(new(HostName, new CommandSpec("sh", "-c", NbdHostScripts.WriteFile, "sh", ConfigFile)
-            {
-                Timeout = IscsiTargetManager.QuickTimeout,
-                StandardInput = Encoding.UTF8.GetBytes(ConfigText),
-            }, request.Start ? "write the conf.d file (tgt-admin -e recreates the target when tgtd starts)" : "write the standby conf.d file (not read when tgtd starts)"));
+            steps.Add(new(HostName, HostFiles.WriteAtomically(ConfigFile, Encoding.UTF8.GetBytes(ConfigText), timeout: IscsiTargetManager.QuickTimeout), request.Start ? "write the conf.d file (tgt-admin -e recreates the target when tgtd starts)" : "write the standby conf.d file (not read when tgtd starts)"));
         }
 
         if (request.Start)
