@@ -142,18 +142,30 @@ public sealed class SshLab : IAsyncDisposable
 
     /// <summary>Starts an extra sshd (e.g. one whose key nobody knows); it is stopped with the lab.</summary>
     /// <param name="environment">More NAME=VALUE pairs for the sessions' environment (sshd SetEnv), e.g. a PATH without some tool.</param>
-    public async Task<LabHost> StartDaemonAsync(string name, string address, string? hostKeyName = null, string? environment = null)
+    /// <param name="kernelHostName">
+    /// Run this sshd in its own UTS namespace with this host name (unshare --uts), so commands on it see their own
+    /// <c>uname -n</c>: lab hosts otherwise share the machine's, and drbdadm picks its <c>on</c> section by it.
+    /// </param>
+    public async Task<LabHost> StartDaemonAsync(string name, string address, string? hostKeyName = null, string? environment = null, string? kernelHostName = null)
     {
         var (hostKey, publicKey) = NewHostKey(hostKeyName ?? $"hostkey_{name}_{Guid.NewGuid().ToString("N")[..4]}");
         for (var attempt = 1; ; attempt++)
         {
             var port = Ports.Free(address);
-            var startInfo = new ProcessStartInfo("/usr/sbin/sshd")
+            var startInfo = new ProcessStartInfo(kernelHostName is null ? "/usr/sbin/sshd" : "unshare")
             {
                 UseShellExecute = false,
                 RedirectStandardError = true,
                 RedirectStandardOutput = true,
             };
+            if (kernelHostName is not null)
+            {
+                // unshare and sh exec into sshd: the daemon keeps this process's pid.
+                foreach (var argument in new[] { "--uts", "sh", "-c", "hostname \"$0\" && exec /usr/sbin/sshd \"$@\"", kernelHostName })
+                {
+                    startInfo.ArgumentList.Add(argument);
+                }
+            }
             foreach (var argument in new[]
                      {
                          "-D", "-e", "-f", "/dev/null",
@@ -193,6 +205,9 @@ public sealed class SshLab : IAsyncDisposable
     }
 
     private readonly List<Process> extraDaemons = new();
+
+    /// <summary>Adds an extra daemon's host key to the lab's known_hosts, so sessions to it connect without -AcceptNewHostKey.</summary>
+    public void Trust(LabHost host) => File.AppendAllLines(KnownHostsPath, new[] { $"[{host.Address}]:{host.Port} {host.HostPublicKey}" });
 
     /// <summary>Stops one lab host's sshd (to test an unreachable host).</summary>
     public static void Stop(LabHost host)

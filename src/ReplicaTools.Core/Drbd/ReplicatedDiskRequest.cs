@@ -7,7 +7,7 @@ using ReplicaTools.Core.Remote;
 namespace ReplicaTools.Core.Drbd;
 
 /// <summary>What New-ReplicatedDisk sets up: the input of <see cref="ReplicatedDiskManager.PlanNewAsync"/>.</summary>
-public sealed partial class ReplicatedDiskRequest
+public sealed partial record ReplicatedDiskRequest
 {
     /// <summary>drbdadm's limit for shared-secret (drbd-utils: "max len: 63").</summary>
     public const int MaxSecretLength = 63;
