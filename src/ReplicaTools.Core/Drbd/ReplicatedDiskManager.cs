@@ -304,7 +304,7 @@ public sealed partial class ReplicatedDiskManager
     {
         foreach (var probe in probes.Where(p => p.Config is not null))
         {
-            var differences = probe.Config!.Differences(config);
+            var differences = config.Differences(probe.Config!);
             if (differences.Count == 0 && probe.ConfigText != config.Render(secret))
             {
                 differences = new[] { "the shared secret differs" };
