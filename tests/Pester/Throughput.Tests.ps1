@@ -89,11 +89,7 @@ Describe 'Measure-DiskThroughput' {
         It 'prints the exact commands with -WhatIf and creates nothing' {
             if (-not $script:haveTools) { Set-ItResult -Skipped -Because 'fio is not installed' }
             $path = Join-Path $TestDrive 'whatif.raw'
-            # -WhatIf writes to the host, which a transcript records.
-            $transcript = Join-Path $TestDrive 'whatif.txt'
-            Start-Transcript -Path $transcript | Out-Null
-            try { Measure-DiskThroughput -Target $path -WhatIf } finally { Stop-Transcript | Out-Null }
-            $text = Get-Content -Raw $transcript
+            $text = Get-WhatIfText { Measure-DiskThroughput -Target $path -WhatIf }
             $text | Should -BeLike '*What if*scratch*'
             $text | Should -BeLike "*``[localhost``] fio *--rw=write*--direct=1*$path*"
             $path | Should -Not -Exist
@@ -120,6 +116,26 @@ Describe 'Measure-DiskThroughput' {
             $samples.Operation | Should -Be @('Read')
             $warnings -join "`n" | Should -BeLike '*read-only*'
             $export | Remove-NbdExport -Confirm:$false
+        }
+
+        It 'measures an IscsiTarget piped from New-IscsiTarget with qemu-img bench, labelled tgt' {
+            if (-not ($script:haveTools -and (Get-Command tgtd -ErrorAction SilentlyContinue))) { Set-ItResult -Skipped -Because 'tgt and qemu-utils are not installed' }
+            $tgtd = Start-TestTgtd
+            try {
+                $disk = New-ZeroImage 'lun.raw'
+                $configDirectory = Join-Path $TestDrive 'tgt-conf.d'
+                New-Item -ItemType Directory -Path $configDirectory | Out-Null
+                $iqn = 'iqn.2024-10.org.replicatools.pester:bench-{0}' -f [guid]::NewGuid().ToString('N').Substring(0, 6)
+                $target = New-IscsiTarget -Iqn $iqn -BackingStore $disk -ControlPort $tgtd.ControlPort -ConfigDirectory $configDirectory
+                $samples = $target | Measure-DiskThroughput -BlockSize 64KB -DurationSeconds 1
+                $samples.Operation | Should -Be @('Read', 'Write')
+                $samples | ForEach-Object { $_.Protocol | Should -Be 'iSCSI'; $_.Server | Should -Be 'tgt'; $_.Engine | Should -Be 'QemuImgBench'; $_.Target | Should -Be $target.Uri }
+                [System.IO.File]::ReadAllBytes($disk)[0] | Should -Be 0x5a -Because 'qemu-img bench writes its pattern through the LUN'
+                $target | Remove-IscsiTarget -Confirm:$false
+            }
+            finally {
+                Stop-TestTgtd $tgtd
+            }
         }
 
         It 'takes a DiskImage by its Path, and skips optional properties that are present but empty' {
