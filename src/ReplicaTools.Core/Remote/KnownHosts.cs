@@ -80,9 +80,16 @@ public static class KnownHosts
         var other => other.ToUpperInvariant(),
     };
 
+    /// <summary>The keys known_hosts records for a host (not @revoked ones), in file order.</summary>
+    public static IReadOnlyList<KnownHostEntry> EntriesFor(IEnumerable<string> files, string host, int port) =>
+        Read(files, host, port).Where(e => !e.Revoked).Select(e => e.Entry).ToList();
+
     /// <summary>The key types known_hosts holds for a host, in file order (to prefer them when negotiating, as ssh does).</summary>
     public static IReadOnlyList<string> KeyTypesFor(IEnumerable<string> files, string host, int port) =>
-        Read(files, host, port).Where(e => !e.Revoked).Select(e => e.Entry.KeyType).Distinct(StringComparer.Ordinal).ToList();
+        EntriesFor(files, host, port).Select(e => e.KeyType).Distinct(StringComparer.Ordinal).ToList();
+
+    /// <summary>"SHA256:... (ED25519) at FILE:LINE", for messages.</summary>
+    public static string Describe(KnownHostEntry entry) => $"{entry.Fingerprint} ({KeyLabel(entry.KeyType)}) at {entry.File}:{entry.Line}";
 
     /// <summary>Checks a presented key against every line for the host in <paramref name="files"/> (missing files count as empty).</summary>
     public static HostKeyCheck Check(IEnumerable<string> files, string host, int port, byte[] key)

@@ -44,6 +44,18 @@ public sealed class SshHost : ISshHost
 
     public bool IsConnected => ControlPath is null || IsMasterRunning;
 
+    /// <summary>The known_hosts files ssh checks: -KnownHostsPath (or -SshOption UserKnownHostsFile, or ~/.ssh/known_hosts), then the global one.</summary>
+    public IReadOnlyList<string> KnownHostsFiles => new[]
+    {
+        Options.KnownHostsPath
+            ?? Options.ExtraOptions.Where(o => string.Equals(o.Key, "UserKnownHostsFile", StringComparison.OrdinalIgnoreCase)).Select(o => ExpandHome(o.Value.Split(' ')[0])).FirstOrDefault()
+            ?? KnownHosts.DefaultUserPath,
+        KnownHosts.GlobalPath,
+    };
+
+    private static string ExpandHome(string path) =>
+        path.StartsWith("~/", StringComparison.Ordinal) ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), path[2..]) : path;
+
     /// <summary>The ControlMaster socket, or null when multiplexing is off.</summary>
     public string? ControlPath { get; }
 
@@ -226,10 +238,10 @@ public sealed class SshHost : ISshHost
     }
 
     /// <summary>
-    /// What ssh -J would run, but with this session's checks: <c>exec ssh OPTIONS -W [%h]:%p -- JUMPHOST</c>, where the
+    /// What ssh -J would run, but with this session's checks: <c>ssh OPTIONS -W [%h]:%p -- JUMPHOST</c>, where the
     /// jump connection gets the same BatchMode, host key checking, known_hosts, key and extra options as the target
-    /// (ssh -J passes none of them on). The line goes through a shell, so every word is quoted by PosixShell.Quote;
-    /// ssh then expands %-tokens, so literal '%' is doubled.
+    /// (ssh -J passes none of them on). ssh runs the line with "exec" in the user's shell, so every word is quoted by
+    /// PosixShell.Quote; ssh first expands %-tokens, so literal '%' is doubled.
     /// </summary>
     internal string BuildJumpProxyCommand()
     {
@@ -274,7 +286,7 @@ public sealed class SshHost : ISshHost
         }
 
         var quoted = words.Select(w => PosixShell.Quote(w).Replace("%", "%%", StringComparison.Ordinal));
-        return "exec " + string.Join(' ', quoted) + " -W '[%h]:%p' -- " + PosixShell.Quote(host).Replace("%", "%%", StringComparison.Ordinal);
+        return string.Join(' ', quoted) + " -W '[%h]:%p' -- " + PosixShell.Quote(host).Replace("%", "%%", StringComparison.Ordinal);
     }
 
     /// <summary>Turns what ssh printed when it could not run a command into a specific error.</summary>
@@ -289,7 +301,10 @@ public sealed class SshHost : ISshHost
 
         if (stderr.Contains("REMOTE HOST IDENTIFICATION HAS CHANGED", StringComparison.Ordinal))
         {
-            return new HostKeyVerificationException(Name, keyChanged: true, detail);
+            // ssh prints only the new key's fingerprint; name the recorded one too, as the SshNet transport does.
+            var recorded = KnownHosts.EntriesFor(KnownHostsFiles, Options.HostName, Options.Port);
+            var records = recorded.Count == 0 ? string.Empty : $" known_hosts records {string.Join(", ", recorded.Select(KnownHosts.Describe))}.";
+            return new HostKeyVerificationException(Name, keyChanged: true, detail + records);
         }
 
         if (stderr.Contains("Host key verification failed", StringComparison.Ordinal) || stderr.Contains("host key is known", StringComparison.Ordinal))

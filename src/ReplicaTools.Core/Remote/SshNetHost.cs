@@ -434,24 +434,22 @@ public sealed class SshNetHost : ISshHost
                     return;
                 case HostKeyStatus.Unknown:
                     var others = check.Entries.Count == 0 ? string.Empty
-                        : $" known_hosts holds other key types for it: {string.Join(", ", check.Entries.Select(Describe))}.";
+                        : $" known_hosts holds other key types for it: {string.Join(", ", check.Entries.Select(KnownHosts.Describe))}.";
                     Rejection = new HostKeyVerificationException(who, keyChanged: false,
                         $"It presented {presented}; no {KnownHosts.KeyLabel(KnownHosts.KeyType(key))} key is recorded for {name} in {string.Join(" or ", host.KnownHostsFiles)}.{others}");
                     break;
                 case HostKeyStatus.Changed:
                     Rejection = new HostKeyVerificationException(who, keyChanged: true,
-                        $"{name} now presents {presented}, but known_hosts records {string.Join(", ", check.Entries.Select(Describe))}.");
+                        $"{name} now presents {presented}, but known_hosts records {string.Join(", ", check.Entries.Select(KnownHosts.Describe))}.");
                     break;
                 default:
                     Rejection = new HostKeyVerificationException(who, keyChanged: true,
-                        $"{name} presented {presented}, which is marked @revoked in {string.Join(", ", check.Entries.Select(Describe))}.");
+                        $"{name} presented {presented}, which is marked @revoked in {string.Join(", ", check.Entries.Select(KnownHosts.Describe))}.");
                     break;
             }
 
             e.CanTrust = false;
         }
-
-        private static string Describe(KnownHostEntry entry) => $"{entry.Fingerprint} ({KnownHosts.KeyLabel(entry.KeyType)}) at {entry.File}:{entry.Line}";
     }
 
     /// <summary>One live SSH connection, with the jump connection and forwarded port it runs through, if any.</summary>

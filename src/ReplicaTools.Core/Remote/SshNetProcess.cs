@@ -52,11 +52,30 @@ internal sealed class SshNetProcess : IHostProcess
 
     public bool HasExited => execution.IsCompleted;
 
+    /// <summary>
+    /// The longest command line sent in the exec request itself. SSH.NET sends packets of at most 68536 bytes; a longer
+    /// line (up to <see cref="PosixShell.MaxCommandLineBytes"/>, as OpenSSH carries it) goes first on standard input.
+    /// </summary>
+    internal const int MaxExecRequestBytes = 60000;
+
+    /// <summary>
+    /// Reads the command line, exactly <c>$1</c> bytes, from standard input and runs it; the rest of standard input is
+    /// the command's (GNU head -c never reads past its count). A constant: only the byte count varies.
+    /// </summary>
+    private const string LongLineBootstrap = "l=$(head -c \"$1\") && exec sh -c \"$l\"";
+
     /// <summary>Opens a session channel and sends the exec request.</summary>
     /// <exception cref="SshNetCommon.SshException">The channel was refused (see sshd's MaxSessions).</exception>
     /// <exception cref="SshNetCommon.SshConnectionException">The connection is down.</exception>
     public static async Task<SshNetProcess> StartAsync(string hostName, IReadOnlyList<string> arguments, SshClient client, string commandLine, Func<int, Task> killRemote)
     {
+        var bytes = System.Text.Encoding.UTF8.GetBytes(commandLine);
+        var prefix = bytes.Length > MaxExecRequestBytes ? bytes : null;
+        if (prefix is not null)
+        {
+            commandLine = PosixShell.Join(new[] { "exec", "sh", "-c", LongLineBootstrap, "rt", bytes.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+        }
+
         var command = client.CreateCommand(commandLine);
         command.CommandTimeout = Timeout.InfiniteTimeSpan;
         try
@@ -67,6 +86,10 @@ internal sealed class SshNetProcess : IHostProcess
             try
             {
                 input = command.CreateInputStream();
+                if (prefix is not null)
+                {
+                    await Task.Factory.StartNew(() => input.Write(prefix), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
+                }
             }
             catch (InvalidOperationException)
             {
