@@ -93,6 +93,11 @@ public sealed class NbdCloneOperation
         await Task.WhenAll(opening, inspecting).ConfigureAwait(false);
         var (destinationStat, sidecar) = await inspecting.ConfigureAwait(false);
         CheckOwnership(source, destination, destinationStat, sidecar);
+        if (destinationStat.Kind != DestinationKind.Missing)
+        {
+            // A clone someone booted (or exported) is a disk in use: patching or replacing it under the holder corrupts it.
+            await Storage.ImageLocks.EnsureNotInUseAsync(destinationHost, destination.Path, "to overwrite it with a clone", cancellationToken).ConfigureAwait(false);
+        }
 
         Progress("Checking for state left by an interrupted clone", 1);
         var findings = await source.FindStaleStateAsync(sidecar?.Chain, cancellationToken).ConfigureAwait(false);

@@ -104,6 +104,12 @@ public sealed class NbdExportManager
         request.Validate(Host.Name);
         var directory = await GetStateDirectoryAsync(cancellationToken).ConfigureAwait(false);
         var path = await ResolvePathAsync(request, cancellationToken).ConfigureAwait(false);
+        if (!request.ReadOnly)
+        {
+            // Two writers of one image corrupt it; nbd-server takes no QEMU locks, so nothing else would stop it.
+            await Storage.ImageLocks.EnsureNotInUseAsync(Host, path, "to export it writable (pass -ReadOnly to export it read-only)", cancellationToken).ConfigureAwait(false);
+        }
+
         var format = await DecideFormatAsync(request, path, cancellationToken).ConfigureAwait(false);
         if (request.Bitmap is not null && format != "qcow2")
         {

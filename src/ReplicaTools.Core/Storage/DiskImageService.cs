@@ -73,7 +73,7 @@ public sealed class DiskImageService
     public async Task<DiskImage> GetAsync(string path, CancellationToken cancellationToken = default)
     {
         var location = ImageLocation.Parse(path);
-        var (info, inUse) = await ReadInfoAsync(location, allowForceShare: true, cancellationToken).ConfigureAwait(false);
+        var (info, locks) = await ReadInfoAsync(location, allowForceShare: true, cancellationToken).ConfigureAwait(false);
         string? fileSystem = null;
         bool? noCow = null;
         if (!location.IsNfsUrl)
@@ -85,7 +85,7 @@ public sealed class DiskImageService
             }
         }
 
-        return ToImage(location, info, inUse, fileSystem, noCow);
+        return ToImage(location, info, locks, fileSystem, noCow);
     }
 
     /// <summary>True when the image (or any file) exists at <paramref name="path"/>; for nfs:// URLs, when qemu-img can open it.</summary>
@@ -164,15 +164,10 @@ public sealed class DiskImageService
                 throw ImageExists(location);
             }
 
-            var (_, inUse) = await ReadInfoAsync(location, allowForceShare: true, cancellationToken, quiet: true).ConfigureAwait(false);
-            if (inUse)
+            var locks = await ImageLocks.ProbeAsync(Host, location.Text, cancellationToken).ConfigureAwait(false);
+            if (locks.InUse)
             {
-                throw new ReplicaException(StorageErrorIds.ImageInUse, ReplicaErrorCategory.ResourceUnavailable,
-                    $"On host '{Host.Name}', the image '{location.Text}' is in use by a running QEMU (it holds the image's lock); -Force does not replace an image in use.",
-                    Host.Name, location.Text)
-                {
-                    RecommendedAction = "Stop or detach the VM that uses the image first.",
-                };
+                throw ImageLocks.InUse(Host.Name, locks, "to replace it (-Force does not replace an image in use)");
             }
 
             // Replace, not rewrite: a fresh file is the only way to get No_COW on btrfs (chattr +C has no effect on a file with data).
@@ -300,23 +295,17 @@ public sealed class DiskImageService
         }
 
         var notes = new List<string>();
-        var inUse = false;
-        if (type == "regular file")
+        var locks = await ImageLocks.ProbeAsync(Host, location.Text, cancellationToken).ConfigureAwait(false);
+        var inUse = locks.InUse;
+        if (inUse && !force)
         {
-            (_, inUse) = await ReadInfoAsync(location, allowForceShare: true, cancellationToken, quiet: true).ConfigureAwait(false);
-            if (inUse && !force)
-            {
-                throw new ReplicaException(StorageErrorIds.ImageInUse, ReplicaErrorCategory.ResourceUnavailable,
-                    $"On host '{Host.Name}', the image '{location.Text}' is in use: a running QEMU holds its lock. Refusing to remove it.", Host.Name, location.Text)
-                {
-                    RecommendedAction = "Stop or detach the VM first, or pass -Force to remove it anyway (the VM keeps writing to a deleted file).",
-                };
-            }
+            throw ImageLocks.InUse(Host.Name, locks, "to remove it",
+                "Stop or detach the VM (or qemu-nbd, qemu-storage-daemon) that has the image open first, or pass -Force to remove it anyway (the holder keeps writing to a deleted file).");
+        }
 
-            if (inUse)
-            {
-                notes.Add($"'{location.Text}' is in use by a running QEMU and is removed anyway (-Force).");
-            }
+        if (inUse)
+        {
+            notes.Add($"'{location.Text}' is in use ({locks.Describe()}) and is removed anyway (-Force).");
         }
 
         var steps = new[] { new PlannedCommand(Host, new CommandSpec("rm", "-f", "--", location.Text) { Timeout = Options.CommandTimeout }) };
@@ -354,21 +343,26 @@ public sealed class DiskImageService
         return StorageCommands.ImageCommand(Options, location.IsNfsUrl, Options.CommandTimeout, arguments.ToArray());
     }
 
-    /// <summary>qemu-img info; on a lock error (a running QEMU holds the image) retries with -U and warns.</summary>
-    internal async Task<(QemuImgInfo Info, bool InUse)> ReadInfoAsync(ImageLocation location, bool allowForceShare, CancellationToken cancellationToken, bool quiet = false)
+    /// <summary>
+    /// qemu-img info, after asking QEMU's image locks (<see cref="ImageLocks"/>) whether a running QEMU holds the image: if
+    /// one does, the image is read with -U (force share) and a warning. nfs:// URLs carry no locks; for them (and for a
+    /// holder that appears in between) qemu-img's own lock error is the sign.
+    /// </summary>
+    internal async Task<(QemuImgInfo Info, ImageLockState Locks)> ReadInfoAsync(ImageLocation location, bool allowForceShare, CancellationToken cancellationToken, bool quiet = false)
     {
-        var result = await StorageCommands.RunAsync(Host, InfoCommand(location, forceShare: false), cancellationToken).ConfigureAwait(false);
-        var inUse = false;
-        if (!result.Succeeded && allowForceShare && StorageCommands.IsLockError(result.StandardError))
+        var locks = await ImageLocks.ProbeAsync(Host, location.Text, cancellationToken).ConfigureAwait(false);
+        var forceShare = locks.InUse && allowForceShare;
+        var result = await StorageCommands.RunAsync(Host, InfoCommand(location, forceShare), cancellationToken).ConfigureAwait(false);
+        if (!result.Succeeded && allowForceShare && !forceShare && StorageCommands.IsLockError(result.StandardError))
         {
-            inUse = true;
-            if (!quiet)
-            {
-                OperationContext.Reporter.Warning(
-                    $"On host '{Host.Name}', the image '{location.Text}' is in use by a running QEMU; it was read with 'qemu-img info -U' (force share), so sizes and bitmaps may be stale.");
-            }
-
+            locks = new ImageLockState { Path = location.Text, Exists = true, Held = new[] { "write" } };
             result = await StorageCommands.RunAsync(Host, InfoCommand(location, forceShare: true), cancellationToken).ConfigureAwait(false);
+        }
+
+        if (locks.InUse && !quiet)
+        {
+            OperationContext.Reporter.Warning(
+                $"On host '{Host.Name}', the image '{location.Text}' is in use ({locks.Describe()}); it was read with 'qemu-img info -U' (force share), so sizes and bitmaps may be stale.");
         }
 
         if (!result.Succeeded)
@@ -376,10 +370,10 @@ public sealed class DiskImageService
             throw StorageCommands.ImageError(result, location, "reading the image");
         }
 
-        return (QemuImgInfo.Parse(result.StandardOutput, $"'{location.Text}' on host '{Host.Name}'"), inUse);
+        return (QemuImgInfo.Parse(result.StandardOutput, $"'{location.Text}' on host '{Host.Name}'"), locks);
     }
 
-    private DiskImage ToImage(ImageLocation location, QemuImgInfo info, bool inUse, string? fileSystem, bool? noCow) => new()
+    private DiskImage ToImage(ImageLocation location, QemuImgInfo info, ImageLockState locks, string? fileSystem, bool? noCow) => new()
     {
         Path = location.Text,
         Format = info.Format,
@@ -390,7 +384,8 @@ public sealed class DiskImageService
         BackingFormat = info.BackingFormat,
         DirtyBitmaps = info.DirtyBitmaps,
         DirtyFlag = info.DirtyFlag,
-        InUse = inUse,
+        InUse = locks.InUse,
+        InUseBy = locks.InUse ? locks.Describe() : null,
         FileSystemType = fileSystem,
         NoCow = noCow,
         HostName = Session?.HostName ?? Host.Name,

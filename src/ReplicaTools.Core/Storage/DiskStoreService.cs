@@ -244,6 +244,13 @@ public sealed class DiskStoreService
                 Host.Name, checkpoint.Path);
         }
 
+        // A VM started on a checkpoint's image (Start-ReplicaVM on a snapshot) would lose its disk with the subvolume.
+        var held = (await ImageLocks.ProbeManyAsync(Host, new[] { checkpoint.Path }, cancellationToken).ConfigureAwait(false)).FirstOrDefault(l => l.InUse);
+        if (held is not null)
+        {
+            throw ImageLocks.InUse(Host.Name, held, $"to delete the checkpoint '{checkpoint.Path}' that holds it");
+        }
+
         return new StoragePlan($"[{Host.Name}] {checkpoint.Path}", new[]
         {
             new PlannedCommand(Host, new CommandSpec("btrfs", "subvolume", "delete", checkpoint.Path) { Timeout = Options.CommandTimeout }),
