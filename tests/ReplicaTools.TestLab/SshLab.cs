@@ -228,6 +228,42 @@ public sealed class SshLab : IAsyncDisposable
 
     private readonly List<Process> extraDaemons = new();
 
+    /// <summary>
+    /// Starts an sshd that accepts the lab user's <paramref name="password"/> (and no keys): by password authentication,
+    /// or with <paramref name="keyboardInteractive"/> only by keyboard-interactive authentication (through PAM). The
+    /// daemon runs in a mount namespace of its own where a copy of /etc/shadow with that password and a minimal PAM
+    /// service are bind-mounted, so this machine's accounts are not touched. Needs root.
+    /// </summary>
+    public async Task<LabHost> StartPasswordDaemonAsync(string name, string address, string password, bool keyboardInteractive)
+    {
+        Tool.Require("unshare", "openssl");
+        var hash = Tool.RunWithInput("openssl", password + "\n", "passwd", "-6", "-stdin").Trim();
+        var shadow = Path.Combine(Root, $"shadow_{name}");
+        var lines = File.ReadAllLines("/etc/shadow").Select(line =>
+        {
+            var fields = line.Split(':');
+            return fields[0] == UserName ? string.Join(':', fields.Take(1).Append(hash).Concat(fields.Skip(2))) : line;
+        });
+        File.WriteAllLines(shadow, lines);
+        File.SetUnixFileMode(shadow, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        var pam = Path.Combine(Root, $"pam_{name}");
+        File.WriteAllText(pam, "auth required pam_unix.so\naccount required pam_unix.so\nsession required pam_permit.so\n");
+        var wrap = new[]
+        {
+            "unshare", "--mount", "--propagation", "private", "sh", "-c",
+            "mount --bind \"$0\" /etc/shadow && mount --bind \"$1\" /etc/pam.d/sshd && shift && exec \"$@\"", shadow, pam,
+        };
+        var options = new[]
+        {
+            "PermitRootLogin=yes",
+            $"PasswordAuthentication={(keyboardInteractive ? "no" : "yes")}",
+            $"KbdInteractiveAuthentication={(keyboardInteractive ? "yes" : "no")}",
+            $"UsePAM={(keyboardInteractive ? "yes" : "no")}",
+            "PubkeyAuthentication=no",
+        };
+        return await StartDaemonAsync(name, address, extraOptions: options, wrap: wrap);
+    }
+
     /// <summary>Stops one lab host's sshd (to test an unreachable host).</summary>
     public static void Stop(LabHost host)
     {
