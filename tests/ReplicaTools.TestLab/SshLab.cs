@@ -291,7 +291,8 @@ public sealed class SshLab : IAsyncDisposable
         }
     }
 
-    private static void Kill(Process process)
+    /// <summary>Kills a daemon this lab started (and its children) and waits for it.</summary>
+    internal static void Kill(Process process)
     {
         try
         {
