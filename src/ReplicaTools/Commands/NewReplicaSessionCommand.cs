@@ -42,12 +42,16 @@ public sealed class NewReplicaSessionCommand : ReplicaCmdlet
     [Parameter(ValueFromPipelineByPropertyName = true)]
     public SessionTransport? Transport { get; set; }
 
+    /// <summary>Null or empty (a topology host without 'knownHostsFile') means ~/.ssh/known_hosts.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     public string? KnownHostsPath { get; set; }
 
+    /// <summary>Null or empty (a topology host without 'jumpHost') means a direct connection.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     public string? JumpHost { get; set; }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
@@ -87,8 +91,8 @@ public sealed class NewReplicaSessionCommand : ReplicaCmdlet
                     Password = Credential?.Password,
                     KeyFilePath = KeyFilePath is null ? null : GetUnresolvedProviderPathFromPSPath(KeyFilePath),
                     KeyPassphrase = KeyPassphrase,
-                    KnownHostsPath = KnownHostsPath is null ? null : GetUnresolvedProviderPathFromPSPath(KnownHostsPath),
-                    JumpHost = JumpHost,
+                    KnownHostsPath = string.IsNullOrEmpty(KnownHostsPath) ? null : GetUnresolvedProviderPathFromPSPath(KnownHostsPath),
+                    JumpHost = string.IsNullOrEmpty(JumpHost) ? null : JumpHost,
                     ExtraOptions = SshOption.Select(SshConnectionOptions.ParseOption).ToArray(),
                     AcceptNewHostKey = AcceptNewHostKey,
                     ConnectTimeoutSeconds = ConnectTimeoutSeconds,
