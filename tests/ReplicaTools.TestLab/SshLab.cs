@@ -40,13 +40,14 @@ public sealed class LabHost
 
     /// <summary>Connection options that trust this lab host (its key is in the lab's known_hosts).</summary>
     public SshConnectionOptions Options(string? knownHostsFile = null, bool acceptNew = false, bool multiplex = true, int connectTimeoutSeconds = 10,
-        SessionTransport transport = SessionTransport.OpenSsh) => new()
+        SessionTransport transport = SessionTransport.OpenSsh, string? keyFilePath = null, string? jumpHost = null) => new()
     {
         Transport = transport,
         HostName = Address,
         Port = Port,
         UserName = Lab.UserName,
-        KeyFilePath = Lab.ClientKeyPath,
+        KeyFilePath = keyFilePath ?? Lab.ClientKeyPath,
+        JumpHost = jumpHost,
         KnownHostsPath = knownHostsFile ?? Lab.KnownHostsPath,
         AcceptNewHostKey = acceptNew,
         Multiplex = multiplex,

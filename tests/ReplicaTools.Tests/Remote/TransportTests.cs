@@ -300,19 +300,7 @@ public sealed class TransportTests
     [MemberData(nameof(Transports))]
     public async Task JumpHost_CarriesTheConnection_ThroughTheJumpHostsSshd(SessionTransport transport)
     {
-        var options = lab[1].Options(transport: transport);
-        await using var host = new Disconnecting(lab.CreateHost(new SshConnectionOptions
-        {
-            Transport = transport,
-            HostName = options.HostName,
-            Port = options.Port,
-            UserName = options.UserName,
-            KeyFilePath = options.KeyFilePath,
-            KnownHostsPath = options.KnownHostsPath,
-            ExtraOptions = options.ExtraOptions,
-            DisplayName = "host3",
-            JumpHost = $"{lab.UserName}@{lab[0].Address}:{lab[0].Port}",
-        }));
+        await using var host = new Disconnecting(lab.CreateHost(lab[1].Options(transport: transport, jumpHost: $"{lab.UserName}@{lab[0].Address}:{lab[0].Port}")));
 
         var result = await host.RunAsync(new CommandSpec("sh", "-c", "echo \"$SSH_CLIENT\""));
 
@@ -370,17 +358,7 @@ public sealed class TransportTests
     public async Task WrongKey_FailsAuthentication_NamingTheHost(SessionTransport transport)
     {
         var wrongKey = lab.NewHostKey("not-authorized-" + transport);
-        var options = lab[1].Options(transport: transport);
-        await using var host = new Disconnecting(lab.CreateHost(new SshConnectionOptions
-        {
-            Transport = transport,
-            HostName = options.HostName,
-            Port = options.Port,
-            UserName = options.UserName,
-            KeyFilePath = wrongKey.PrivateKey,
-            KnownHostsPath = options.KnownHostsPath,
-            DisplayName = "host3",
-        }));
+        await using var host = new Disconnecting(lab.CreateHost(lab[1].Options(transport: transport, keyFilePath: wrongKey.PrivateKey)));
 
         var error = await Assert.ThrowsAsync<SshAuthenticationException>(() => host.ConnectAsync());
 
