@@ -428,7 +428,17 @@ public sealed class SshNetHost : ISshHost
                     return;
                 case HostKeyStatus.Unknown when host.Options.AcceptNewHostKey:
                     var file = host.KnownHostsFiles[0];
-                    KnownHosts.Append(file, keyHost, keyPort, key);
+                    try
+                    {
+                        KnownHosts.Append(file, keyHost, keyPort, key);
+                    }
+                    catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                    {
+                        // ssh goes on without recording the key; a key that cannot be remembered is not trusted here.
+                        Rejection = new HostKeyVerificationException(who, keyChanged: false, $"It presented {presented}, which -AcceptNewHostKey would trust, but it could not be recorded in {file}: {ex.Message}");
+                        break;
+                    }
+
                     OperationContext.Reporter.Warning($"Permanently added {name} ({presented}) to the list of known hosts ({file}).");
                     e.CanTrust = true;
                     return;
