@@ -132,4 +132,46 @@ function Stop-TestLibvirtd($Daemon) {
     Remove-Item -Recurse -Force $Daemon.Directory -ErrorAction SilentlyContinue
 }
 
-Export-ModuleMember -Function Get-ReplicaToolsManifestPath, Get-FreeTcpPort, Start-TestSshd, Stop-TestSshd, Start-TestLibvirtd, Stop-TestLibvirtd
+# A tgtd of its own (root only): its own management channel (-C, up to 32767; never the system's 0) and its iSCSI
+# portal on 127.0.0.1 and a free port. Stop it with Stop-TestTgtd (tgtd ignores SIGTERM).
+function Start-TestTgtd {
+    for ($attempt = 1; $attempt -le 3; $attempt++) {
+        $controlPort = Get-Random -Minimum 1000 -Maximum 32768
+        if (Test-Path "/var/run/tgtd/socket.$controlPort") { continue }
+        $port = Get-FreeTcpPort
+        $log = Join-Path ([System.IO.Path]::GetTempPath()) "rttgt-pester-$controlPort"
+        $process = Start-Process -FilePath tgtd -ArgumentList '-f', '-C', $controlPort, '--iscsi', "portal=127.0.0.1:$port" -PassThru -RedirectStandardError "$log.err" -RedirectStandardOutput "$log.out"
+        $deadline = (Get-Date).AddSeconds(10)
+        while (-not $process.HasExited -and (Get-Date) -lt $deadline) {
+            & tgtadm -C $controlPort --lld iscsi --op show --mode portal *> $null
+            if ($LASTEXITCODE -eq 0) { return [pscustomobject]@{ ControlPort = $controlPort; Port = $port; Process = $process; Log = $log } }
+            Start-Sleep -Milliseconds 100
+        }
+        if (-not $process.HasExited) { $process.Kill() }
+    }
+    throw 'tgtd did not start after 3 attempts.'
+}
+
+function Stop-TestTgtd($Daemon) {
+    if (-not $Daemon) { return }
+    $port = $Daemon.ControlPort
+    & tgtadm -C $port --op update --mode sys --name State -v offline *> $null
+    foreach ($line in (& tgtadm -C $port --lld iscsi --op show --mode target 2>$null)) {
+        if ($line -match '^Target (\d+):') { & tgtadm -C $port --lld iscsi --op delete --mode target --tid $Matches[1] --force *> $null }
+    }
+    & tgtadm -C $port --op delete --mode system *> $null
+    if (-not $Daemon.Process.WaitForExit(5000)) { $Daemon.Process.Kill() }
+    Remove-Item -Force "/var/run/tgtd/socket.$port", "/var/run/tgtd/socket.$port.lock", "$($Daemon.Log).err", "$($Daemon.Log).out" -ErrorAction SilentlyContinue
+}
+
+# What a command prints for -WhatIf (ShouldProcess writes to the host, not to a stream): runs it under a transcript.
+function Get-WhatIfText([scriptblock] $ScriptBlock) {
+    $file = New-TemporaryFile
+    Start-Transcript -Path $file -UseMinimalHeader | Out-Null
+    try { & $ScriptBlock | Out-Null } finally { Stop-Transcript | Out-Null }
+    $text = Get-Content -Raw $file
+    Remove-Item $file
+    $text
+}
+
+Export-ModuleMember -Function Get-ReplicaToolsManifestPath, Get-FreeTcpPort, Start-TestSshd, Stop-TestSshd, Start-TestLibvirtd, Stop-TestLibvirtd, Start-TestTgtd, Stop-TestTgtd, Get-WhatIfText

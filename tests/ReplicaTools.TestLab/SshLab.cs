@@ -162,10 +162,11 @@ public sealed class SshLab : IAsyncDisposable
     }
 
     /// <summary>Starts an extra sshd (e.g. one whose key nobody knows); it is stopped with the lab.</summary>
+    /// <param name="environment">More NAME=VALUE pairs for the sessions' environment (sshd SetEnv), e.g. a PATH without some tool.</param>
     /// <param name="maxSessions">sshd's MaxSessions: how many session channels one connection may have open.</param>
     /// <param name="extraOptions">More sshd -o options (they come first, so they win over the lab's).</param>
     /// <param name="wrap">A program and arguments sshd runs under, e.g. unshare with a mount namespace.</param>
-    public async Task<LabHost> StartDaemonAsync(string name, string address, string? hostKeyName = null, int maxSessions = 64,
+    public async Task<LabHost> StartDaemonAsync(string name, string address, string? hostKeyName = null, string? environment = null, int maxSessions = 64,
         IEnumerable<string>? extraOptions = null, IReadOnlyList<string>? wrap = null)
     {
         var (hostKey, publicKey) = NewHostKey(hostKeyName ?? $"hostkey_{name}_{Guid.NewGuid().ToString("N")[..4]}");
@@ -203,7 +204,7 @@ public sealed class SshLab : IAsyncDisposable
                          "-o", $"MaxSessions={maxSessions}",
                          "-o", "MaxStartups=64:30:128",
                          "-o", "LogLevel=ERROR",
-                         "-o", $"SetEnv=HOME={SessionHome}",
+                         "-o", $"SetEnv=HOME={SessionHome}{(environment is null ? string.Empty : " " + environment)}",
                      })
             {
                 startInfo.ArgumentList.Add(argument);

@@ -150,6 +150,7 @@ public sealed partial class TgtLab : IAsyncDisposable
             }
 
             SshLab.Kill(process);
+            RemoveControlSocket();
             if (attempt == 3)
             {
                 throw new InvalidOperationException($"tgtd did not start with portal {Address}:{Port} and control port {ControlPort} after 3 attempts (exit code {(process.HasExited ? process.ExitCode : -1)}): {string.Join(" | ", output.TakeLast(10))}");
@@ -177,7 +178,7 @@ public sealed partial class TgtLab : IAsyncDisposable
 
     private async Task StopDaemonAsync()
     {
-        if (daemon is not { } process || process.HasExited)
+        if (daemon is not { } process)
         {
             return;
         }
@@ -197,8 +198,13 @@ public sealed partial class TgtLab : IAsyncDisposable
 
         SshLab.Kill(process);
         daemon = null;
+        RemoveControlSocket();
+    }
 
-        // tgtd leaves its management socket and lock file behind.
+    /// <summary>tgtd leaves its management socket and lock file behind.</summary>
+    private void RemoveControlSocket()
+    {
+        var port = ControlPort.ToString(CultureInfo.InvariantCulture);
         foreach (var file in new[] { $"/var/run/tgtd/socket.{port}", $"/var/run/tgtd/socket.{port}.lock" })
         {
             File.Delete(file);
@@ -210,7 +216,7 @@ public sealed partial class TgtLab : IAsyncDisposable
     {
         for (var i = 0; i < 100; i++)
         {
-            var port = Random.Shared.Next(1000, 60000);
+            var port = Random.Shared.Next(1000, 32768); // tgtd takes -C up to 32767
             if (!File.Exists($"/var/run/tgtd/socket.{port.ToString(CultureInfo.InvariantCulture)}") && !File.Exists($"/run/tgtd/socket.{port.ToString(CultureInfo.InvariantCulture)}"))
             {
                 return port;

@@ -302,7 +302,7 @@ public sealed partial class ReplicaVmLauncher
     private IReadOnlyList<PlannedCommand> StartSteps(ReplicaVmRequest request, ImageLocation copy, string format)
     {
         var commands = request.Backend == VmBackend.Qmp ? QemuCommands(request, copy, format) : LibvirtCommands(request, copy, format);
-        return commands.Specs
+        return commands
             .Select(command => new PlannedCommand(Host.Name, command, $"start '{request.Name}' from {copy}"))
             .Select(step => step.Command.StandardInput is null ? step : step.ShowingInput())
             .ToArray();
@@ -313,7 +313,7 @@ public sealed partial class ReplicaVmLauncher
 
     private static string PidFileOf(ReplicaVmRequest request) => request.PidFile ?? (request.QmpSocket!.EndsWith(".qmp", StringComparison.Ordinal) ? request.QmpSocket[..^4] : request.QmpSocket) + ".pid";
 
-    private static (IReadOnlyList<CommandSpec> Specs, string Drive) QemuCommands(ReplicaVmRequest request, ImageLocation copy, string format)
+    private static IReadOnlyList<CommandSpec> QemuCommands(ReplicaVmRequest request, ImageLocation copy, string format)
     {
         var device = QemuDevice(request);
         var blockdev = new JsonObject { ["driver"] = format, ["node-name"] = $"drive-{device}", ["file"] = copy.ToBlockdevProtocol($"drive-{device}-file") };
@@ -335,23 +335,23 @@ public sealed partial class ReplicaVmLauncher
         arguments.AddRange(request.QemuArguments);
 
         // -daemonize returns once the disk is open; a storage server that hangs now would hold it: bounded.
-        return (new[] { new CommandSpec(arguments) { Timeout = TimeSpan.FromSeconds(90) } }, device);
+        return new[] { new CommandSpec(arguments) { Timeout = TimeSpan.FromSeconds(90) } };
     }
 
-    private (IReadOnlyList<CommandSpec> Specs, string Drive) LibvirtCommands(ReplicaVmRequest request, ImageLocation copy, string format)
+    private IReadOnlyList<CommandSpec> LibvirtCommands(ReplicaVmRequest request, ImageLocation copy, string format)
     {
-        var (xml, drive) = BuildDomainXml(request, copy, format);
+        var xml = BuildDomainXml(request, copy, format).Xml;
         var vm = (LibvirtVirtualMachine)request.TargetOn(Session).Open();
         var bytes = Encoding.UTF8.GetBytes(xml);
         if (request.Persistent)
         {
             var define = vm.Virsh("define", "/dev/stdin");
             var start = request.Paused ? vm.Virsh("start", "--paused", "--", request.Name) : vm.Virsh("start", "--", request.Name);
-            return (new[] { new CommandSpec(define.Arguments) { Timeout = define.Timeout, StandardInput = bytes }, start }, drive);
+            return new[] { new CommandSpec(define.Arguments) { Timeout = define.Timeout, StandardInput = bytes }, start };
         }
 
         var create = request.Paused ? vm.Virsh("create", "--paused", "/dev/stdin") : vm.Virsh("create", "/dev/stdin");
-        return (new[] { new CommandSpec(create.Arguments) { Timeout = create.Timeout, StandardInput = bytes } }, drive);
+        return new[] { new CommandSpec(create.Arguments) { Timeout = create.Timeout, StandardInput = bytes } };
     }
 
     /// <summary>The template with the VM's name, memory, CPUs and the chosen copy as its disk.</summary>

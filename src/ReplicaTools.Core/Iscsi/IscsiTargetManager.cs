@@ -280,6 +280,7 @@ public sealed class IscsiTargetManager
                 InitiatorAddress = acl.Where(a => !IsIscsiName(a)).ToArray(),
                 ConnectedInitiators = target.ConnectedInitiators,
                 ConfigFile = config.File,
+                ConfigDirectory = ConfigDirectory,
                 ControlPort = ControlPort,
                 PortalAddress = live!.Portals.FirstOrDefault().Address,
                 Port = live.Portals.Count > 0 ? live.Portals[0].Port : IscsiUri.DefaultPort,
@@ -305,6 +306,7 @@ public sealed class IscsiTargetManager
                 InitiatorName = request.InitiatorName,
                 InitiatorAddress = request.InitiatorAddress,
                 ConfigFile = file,
+                ConfigDirectory = ConfigDirectory,
                 ControlPort = ControlPort,
                 PortalAddress = portals.FirstOrDefault().Address,
                 Port = portals.Count > 0 ? portals[0].Port : IscsiUri.DefaultPort,
@@ -465,11 +467,7 @@ public sealed class IscsiTargetPlan
         else
         {
             steps.Add(new(HostName, new CommandSpec("mkdir", "-p", "-m", "0755", "--", manager.ConfigDirectory) { Timeout = IscsiTargetManager.QuickTimeout }, "create the conf.d directory"));
-            steps.Add(new(HostName, new CommandSpec("sh", "-c", NbdHostScripts.WriteFile, "sh", ConfigFile)
-            {
-                Timeout = IscsiTargetManager.QuickTimeout,
-                StandardInput = Encoding.UTF8.GetBytes(ConfigText),
-            }, request.Start ? "write the conf.d file (tgt-admin -e recreates the target when tgtd starts)" : "write the standby conf.d file (not read when tgtd starts)"));
+            steps.Add(new(HostName, HostFiles.WriteAtomically(ConfigFile, Encoding.UTF8.GetBytes(ConfigText), timeout: IscsiTargetManager.QuickTimeout), request.Start ? "write the conf.d file (tgt-admin -e recreates the target when tgtd starts)" : "write the standby conf.d file (not read when tgtd starts)"));
         }
 
         if (request.Start)

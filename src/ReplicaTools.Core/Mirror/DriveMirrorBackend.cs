@@ -292,6 +292,33 @@ public abstract partial class DriveMirrorBackend
         RecommendedAction = "Get-DriveMirror lists the running mirrors; Start-DriveMirror starts one.",
     };
 
+    /// <summary>A stop or pivot of a job that is not in sync (MirrorNotReady); <paramref name="verb"/> is "pivot" or "stop".</summary>
+    protected static DriveMirrorException NotReady(DriveMirrorJob job, string verb) => new(
+        "MirrorNotReady", ReplicaErrorCategory.InvalidOperation, job,
+        verb == "pivot"
+            ? $"is not in sync yet ({job.PercentComplete:0.#}% copied, {job.State}): a pivot now would switch the VM onto an incomplete copy."
+            : $"is not in sync yet ({job.PercentComplete:0.#}% copied, {job.State}): stopping now leaves an incomplete copy.")
+    {
+        RecommendedAction = verb == "pivot"
+            ? "Wait-DriveMirror until it is Ready, then pivot."
+            : "Wait-DriveMirror until it is Ready for a consistent copy, or pass -Force to cancel (an incomplete destination that Start-DriveMirror created is removed).",
+    };
+
+    /// <summary>After a start failed: removes the destination the plan created; returns "; what happened", or nothing.</summary>
+    protected async Task<string> UndoCreatedDestinationAsync(MirrorPlan plan, CancellationToken cancellationToken) =>
+        plan.CreatesDestination ? "; " + await RemoveCreatedDestinationAsync(plan.Destination, cancellationToken).ConfigureAwait(false) : string.Empty;
+
+    /// <summary>After a cancel or the clearing of a failed job: removes the incomplete destination if the start created it, warns, and returns what happened.</summary>
+    protected async Task<string> SettleIncompleteDestinationAsync(MirrorStopPlan plan, CancellationToken cancellationToken)
+    {
+        var job = plan.Job;
+        var note = plan.RemovesDestination
+            ? await RemoveCreatedDestinationAsync(ImageLocation.Parse(job.Destination!), cancellationToken).ConfigureAwait(false)
+            : $"the incomplete destination {job.Destination} was left in place (Start-DriveMirror did not create it)";
+        OperationContext.Reporter.Warning($"The mirror of {job.VM}:{job.Drive} ended before the copy was complete: {note}.");
+        return note;
+    }
+
     /// <summary>Removes a destination this module created (after a failed start or a forced stop); returns what happened.</summary>
     protected async Task<string> RemoveCreatedDestinationAsync(ImageLocation destination, CancellationToken cancellationToken)
     {

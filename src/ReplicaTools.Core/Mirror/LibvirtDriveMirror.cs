@@ -141,7 +141,7 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
         if (failure is not null)
         {
             await RemoveRecordAsync(plan.Disk.Drive, cancellationToken).ConfigureAwait(false);
-            var undo = plan.CreatesDestination ? "; " + await RemoveCreatedDestinationAsync(plan.Destination, cancellationToken).ConfigureAwait(false) : string.Empty;
+            var undo = await UndoCreatedDestinationAsync(plan, cancellationToken).ConfigureAwait(false);
             throw new DriveMirrorException("MirrorStartFailed", ReplicaErrorCategory.InvalidOperation, Vm, plan.Disk.Drive, plan.Destination.Text,
                 $"{Vm.DisplayName}: the mirror of drive '{plan.Disk.Drive}' to {plan.Destination} did not start: {failure}{undo}.");
         }
@@ -285,10 +285,7 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
             return Copy(job, DriveMirrorState.Stopped, null);
         }
 
-        var note = plan.RemovesDestination
-            ? await RemoveCreatedDestinationAsync(ImageLocation.Parse(job.Destination!), cancellationToken).ConfigureAwait(false)
-            : $"the incomplete destination {job.Destination} was left in place (Start-DriveMirror did not create it)";
-        OperationContext.Reporter.Warning($"The mirror of {job.VM}:{job.Drive} ended before the copy was complete: {note}.");
+        var note = await SettleIncompleteDestinationAsync(plan, cancellationToken).ConfigureAwait(false);
         return Copy(job, plan.ClearOnly ? DriveMirrorState.Failed : DriveMirrorState.Cancelled, plan.ClearOnly ? $"{job.Error}; {note}" : $"cancelled before sync; {note}");
     }
 
@@ -297,17 +294,6 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
     {
         RecommendedAction = $"To slow the copy down instead, limit its bandwidth: virsh blockjob {Vm.DomainName} {job.Drive} --bandwidth MIB_PER_SECOND " +
                             "(or start the mirror with -BandwidthMBps). To free the drive, Stop-DriveMirror.",
-    };
-
-    private static DriveMirrorException NotReady(DriveMirrorJob job, string verb) => new(
-        "MirrorNotReady", ReplicaErrorCategory.InvalidOperation, job,
-        verb == "pivot"
-            ? $"is not in sync ({job.PercentComplete:0.#}% copied, {job.State}): a pivot now would switch the VM onto an incomplete copy."
-            : $"is not in sync yet ({job.PercentComplete:0.#}% copied, {job.State}): stopping now leaves an incomplete copy.")
-    {
-        RecommendedAction = verb == "pivot"
-            ? "Wait-DriveMirror until it is Ready, then pivot."
-            : "Wait-DriveMirror until it is Ready for a consistent copy, or pass -Force to cancel (an incomplete destination that Start-DriveMirror created is removed).",
     };
 
     /// <summary>libvirt's QEMU job id for a copy: copy-&lt;target&gt;-&lt;source node&gt;.</summary>

@@ -126,7 +126,7 @@ public sealed class QmpDriveMirror : DriveMirrorBackend
                     catch (QmpException ex)
                     {
                         await TryDeleteRecordAsync(qmp, plan.JobId, cancellationToken).ConfigureAwait(false);
-                        var undo = plan.CreatesDestination ? "; " + await RemoveCreatedDestinationAsync(plan.Destination, cancellationToken).ConfigureAwait(false) : string.Empty;
+                        var undo = await UndoCreatedDestinationAsync(plan, cancellationToken).ConfigureAwait(false);
                         throw new DriveMirrorException("MirrorStartFailed", ReplicaErrorCategory.InvalidOperation, Vm, plan.Disk.Drive, plan.Destination.Text,
                             $"{Vm.DisplayName}: QEMU refused to mirror drive '{plan.Disk.Drive}' to {plan.Destination}: {ex.Description}{undo}.", ex);
                     }
@@ -156,7 +156,7 @@ public sealed class QmpDriveMirror : DriveMirrorBackend
             var error = info.ValueKind == JsonValueKind.Object && info.TryGetProperty("error", out var e) ? e.GetString() : "the job vanished";
             await TryDismissAsync(qmp, plan.JobId, cancellationToken).ConfigureAwait(false);
             await TryDeleteRecordAsync(qmp, plan.JobId, cancellationToken).ConfigureAwait(false);
-            var undo = plan.CreatesDestination ? "; " + await RemoveCreatedDestinationAsync(plan.Destination, cancellationToken).ConfigureAwait(false) : string.Empty;
+            var undo = await UndoCreatedDestinationAsync(plan, cancellationToken).ConfigureAwait(false);
             throw new DriveMirrorException("MirrorStartFailed", ReplicaErrorCategory.InvalidOperation, Vm, plan.Disk.Drive, plan.Destination.Text,
                 $"{Vm.DisplayName}: the mirror of drive '{plan.Disk.Drive}' to {plan.Destination} failed as it started: {error}. The job was cleared{undo}.");
         }
@@ -290,10 +290,7 @@ public sealed class QmpDriveMirror : DriveMirrorBackend
             return Copy(job, DriveMirrorState.Stopped, null);
         }
 
-        var note = plan.RemovesDestination
-            ? await RemoveCreatedDestinationAsync(ImageLocation.Parse(job.Destination!), cancellationToken).ConfigureAwait(false)
-            : $"the incomplete destination {job.Destination} was left in place (Start-DriveMirror did not create it)";
-        OperationContext.Reporter.Warning($"The mirror of {job.VM}:{job.Drive} ended before the copy was complete: {note}.");
+        var note = await SettleIncompleteDestinationAsync(plan, cancellationToken).ConfigureAwait(false);
         if (plan.ClearOnly && error is null)
         {
             return Copy(job, DriveMirrorState.Stopped, null);
@@ -301,17 +298,6 @@ public sealed class QmpDriveMirror : DriveMirrorBackend
 
         return Copy(job, plan.ClearOnly ? DriveMirrorState.Failed : DriveMirrorState.Cancelled, plan.ClearOnly ? $"{error}; {note}" : $"cancelled before sync; {note}");
     }
-
-    private DriveMirrorException NotReady(DriveMirrorJob job, string verb) => new(
-        "MirrorNotReady", ReplicaErrorCategory.InvalidOperation, job,
-        verb == "pivot"
-            ? $"is not in sync yet ({job.PercentComplete:0.#}% copied, {job.State}): a pivot now would switch the VM onto an incomplete copy."
-            : $"is not in sync yet ({job.PercentComplete:0.#}% copied, {job.State}): stopping now leaves an incomplete copy.")
-    {
-        RecommendedAction = verb == "pivot"
-            ? "Wait-DriveMirror until it is Ready, then pivot."
-            : "Wait-DriveMirror until it is Ready for a consistent copy, or pass -Force to cancel (an incomplete destination that Start-DriveMirror created is removed).",
-    };
 
     private PlannedCommand Step(string command, JsonObject arguments, string purpose) =>
         PlannedCommand.ForQmp(Host.Name, new QmpCommand(Vm.SocketPath, command, arguments), purpose);

@@ -151,7 +151,7 @@ public sealed class NbdExportManager
 
         var createdAt = DateTimeOffset.Now;
         await Host.RunAsync(plan.MakeDirectory.Command, cancellationToken).ConfigureAwait(false);
-        var claim = await Host.RunAsync(WithInput(plan.Claim.Command, BuildRecord(plan, 0, "starting", createdAt).ToJson()), cancellationToken).ConfigureAwait(false);
+        var claim = await Host.RunAsync(plan.Claim.Command.WithStandardInput(BuildRecord(plan, 0, "starting", createdAt).ToJson()), cancellationToken).ConfigureAwait(false);
         if (claim.ExitCode != 0 && !claim.StandardError.Contains("exist", StringComparison.OrdinalIgnoreCase) && claim.ExitCode != 17)
         {
             throw new CommandFailedException(claim);
@@ -189,7 +189,7 @@ public sealed class NbdExportManager
             }
 
             var record = BuildRecord(plan, processId, "running", createdAt);
-            await Host.RunAsync(WithInput(plan.WriteRecord.Command, record.ToJson()), cancellationToken).ConfigureAwait(false);
+            await Host.RunAsync(plan.WriteRecord.Command.WithStandardInput(record.ToJson()), cancellationToken).ConfigureAwait(false);
             OperationContext.Reporter.Verbose($"[{Host.Name}] NBD export '{plan.Request.Name}' serves {plan.Path} at {plan.Uri} ({plan.ServerProgram}, pid {processId}).");
             return ToExport(record, plan.StateFile, NbdExportState.Running, null);
         }
@@ -577,12 +577,4 @@ public sealed class NbdExportManager
         record.ServerArguments.Count > 0 ? ProgramName(record.ServerArguments[0]) : record.Server == NbdServerKind.NbdServer ? "nbd-server" : "qemu-nbd";
 
     private static string ProgramName(string argument0) => argument0[(argument0.LastIndexOf('/') + 1)..];
-
-    private static CommandSpec WithInput(CommandSpec command, byte[] input) => new(command.Arguments)
-    {
-        Timeout = command.Timeout,
-        SuccessExitCodes = command.SuccessExitCodes,
-        ThrowOnFailure = command.ThrowOnFailure,
-        StandardInput = input,
-    };
 }

@@ -11,7 +11,7 @@ public sealed class ModuleShapeTests
     private static readonly XNamespace Command = "http://schemas.microsoft.com/maml/dev/command/2004/10";
 
     // Verbs whose cmdlets only read; every other cmdlet changes state and must support -WhatIf/-Confirm.
-    private static readonly string[] ReadOnlyVerbs = { "Get", "Compare", "Measure", "Wait", "Import", "Test", "Find", "Search", "Show", "Read", "Resolve" };
+    private static readonly string[] ReadOnlyVerbs = { "Get", "Compare", "ConvertTo", "Measure", "Wait", "Import", "Test", "Find", "Search", "Show", "Read", "Resolve" };
 
     private static readonly Lazy<IReadOnlyList<CmdletInfo>> Cmdlets = new(() => CmdletMetadata.Read(Path.Combine(Repository.ModuleDirectory, "ReplicaTools.dll")));
 
