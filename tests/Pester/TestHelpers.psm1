@@ -62,7 +62,9 @@ function Start-TestSshd {
     } until ($up -or $process.HasExited -or [DateTime]::UtcNow -gt $deadline)
     if (-not $up) {
         if (-not $process.HasExited) { $process.Kill($true) }
-        throw "The test sshd did not start on ${Address}:$port`: $($process.StandardError.ReadToEnd())"
+        $log = $process.StandardError.ReadToEnd()
+        Remove-Item -Recurse -Force $directory -ErrorAction SilentlyContinue
+        throw "The test sshd did not start on ${Address}:$port`: $log"
     }
 
     $publicKey = ((Get-Content (Join-Path $directory 'host_key.pub')) -split ' ')[0..1] -join ' '
