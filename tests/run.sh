@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 LAB_PACKAGES=(
-  openssh-server openssh-client util-linux coreutils
+  openssh-server openssh-client util-linux coreutils openssl libpam-modules
   qemu-utils qemu-system-x86 qemu-block-extra
   nbd-server nbd-client nbdkit libnbd-bin python3-libnbd iproute2 procps
   tgt libiscsi-bin drbd-utils
