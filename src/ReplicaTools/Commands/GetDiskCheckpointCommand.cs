@@ -18,8 +18,7 @@ public sealed class GetDiskCheckpointCommand : HostCmdlet
     public string? LibvirtUri { get; set; }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Drive { get; set; }
+    public string? Drive { get; set => field = Given(value); }
 
     /// <summary>Checkpoint names; wildcards allowed.</summary>
     [Parameter(Position = 1)]

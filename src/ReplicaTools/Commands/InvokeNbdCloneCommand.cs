@@ -22,11 +22,11 @@ public sealed class InvokeNbdCloneCommand : HostCmdlet
     public string? LibvirtUri { get; set; }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Drive { get; set; }
+    public string? Drive { get; set => field = Given(value); }
 
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     public string Destination { get; set; } = string.Empty;
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
@@ -66,6 +66,11 @@ public sealed class InvokeNbdCloneCommand : HostCmdlet
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Destination, nameof(Destination)))
+        {
+            return;
+        }
+
         var session = ResolveSession();
         ReplicaSession destinationSession;
         NbdCloneOperation operation;

@@ -8,30 +8,27 @@ namespace ReplicaTools.Commands;
 public sealed class NewReplicaSessionCommand : ReplicaCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyCollection]
     [Alias("ComputerName", "Address")]
     public string[] HostName { get; set; } = Array.Empty<string>();
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
     [Alias("User")]
-    public string? UserName { get; set; }
+    public string? UserName { get; set => field = Given(value); }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
     [ValidateRange(1, 65535)]
     public int Port { get; set; } = 22;
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
     [Alias("IdentityFilePath", "KeyFile")]
-    public string? KeyFilePath { get; set; }
+    public string? KeyFilePath { get; set => field = Given(value); }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? JumpHost { get; set; }
+    public string? JumpHost { get; set => field = Given(value); }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNull]
     public string[] SshOption { get; set; } = Array.Empty<string>();
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
@@ -43,11 +40,15 @@ public sealed class NewReplicaSessionCommand : ReplicaCmdlet
 
     /// <summary>A friendly name for the session (default: the host name); -HostName on other cmdlets also matches it.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Name { get; set; }
+    public string? Name { get; set => field = Given(value); }
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(HostName, nameof(HostName)))
+        {
+            return;
+        }
+
         foreach (var host in HostName)
         {
             SshConnectionOptions options;

@@ -17,15 +17,20 @@ public sealed class RemoveDiskCheckpointCommand : HostCmdlet
     public string? LibvirtUri { get; set; }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Drive { get; set; }
+    public string? Drive { get; set => field = Given(value); }
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     public string Name { get; set; } = string.Empty;
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Name, nameof(Name)))
+        {
+            return;
+        }
+
         var session = ResolveSession();
         Core.Qemu.VirtualMachine vm;
         try

@@ -13,19 +13,20 @@ public sealed class StartReplicaVMCommand : HostCmdlet
     private const string LibvirtSet = "Libvirt";
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     [Alias("VMName")]
     public string Name { get; set; } = string.Empty;
 
     /// <summary>The copies of the disk in order of preference: the primary first, then the mirror copies.</summary>
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyCollection]
     [Alias("Copies", "Path")]
     public string[] DiskPath { get; set; } = Array.Empty<string>();
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Format { get; set; }
+    public string? Format { get; set => field = Given(value); }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
     [ValidateRange(16, 16 * 1024 * 1024)]
@@ -44,7 +45,8 @@ public sealed class StartReplicaVMCommand : HostCmdlet
     public int ProbeTimeoutSeconds { get; set; } = 10;
 
     [Parameter(Mandatory = true, ParameterSetName = QemuSet, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     public string QmpSocket { get; set; } = string.Empty;
 
     [Parameter(ParameterSetName = QemuSet)]
@@ -82,6 +84,11 @@ public sealed class StartReplicaVMCommand : HostCmdlet
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Name, nameof(Name)) || !HasArgument(DiskPath, nameof(DiskPath)) || (ParameterSetName == QemuSet && !HasArgument(QmpSocket, nameof(QmpSocket))))
+        {
+            return;
+        }
+
         var session = ResolveSession();
         ReplicaVmRequest request;
         try

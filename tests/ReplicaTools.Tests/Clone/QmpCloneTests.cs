@@ -299,7 +299,12 @@ public sealed class QmpCloneTests : IAsyncLifetime
         Tool.Run("truncate", "-s", (Size + 8 * MiB).ToString(System.Globalization.CultureInfo.InvariantCulture), backing);
         var device = Tool.Run("losetup", "--find", "--show", backing).Trim();
         var sidecarPath = $"{CloneDestination.BlockDeviceStateDirectory}/{device.Trim('/').Replace('/', '_')}-{CloneNames.Hash(device)}.json";
-        File.Delete(sidecarPath); // metadata of an earlier run that failed before it could clean up
+        // Metadata of an earlier run that failed before it could clean up; on a fresh machine neither it nor its directory exists.
+        if (File.Exists(sidecarPath))
+        {
+            File.Delete(sidecarPath);
+        }
+
         try
         {
             // A device without clone metadata is only overwritten with Force.
@@ -334,7 +339,10 @@ public sealed class QmpCloneTests : IAsyncLifetime
         finally
         {
             Tool.TryRun("losetup", new[] { "-d", device });
-            File.Delete(sidecarPath);
+            if (File.Exists(sidecarPath))
+            {
+                File.Delete(sidecarPath);
+            }
         }
     }
 
