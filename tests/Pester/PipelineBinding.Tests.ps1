@@ -60,31 +60,36 @@ BeforeAll {
     Import-Module (Get-ReplicaToolsManifestPath) -Force
     $script:root = Join-Path ([System.IO.Path]::GetTempPath()) ('rt-binding-' + [guid]::NewGuid().ToString('N').Substring(0, 8))
 
-    function Get-MinimalValue([type] $type, [string] $name) {
+    function Get-MinimalValue([type] $type, [string] $name, [int] $depth = 0) {
         if ($type -eq [string]) {
             if ($name -match 'Path|Socket|Destination|Location|Source|File|Copy|Device') { return (Join-Path $script:root "no-such-$($name.ToLowerInvariant())") }
             if ($name -match 'Uri') { return 'nbd://127.0.0.1:1/pipe-test' }
             return 'pipe-test'
         }
         if ($type -eq [ReplicaTools.Core.Remote.ReplicaSession]) { return [ReplicaTools.Core.Remote.ReplicaSession]::Local }
-        if ($type.IsArray) { return [Array]::CreateInstance($type.GetElementType(), 0) }
+        # The comma keeps an empty collection one value: PowerShell would unroll it into nothing.
+        if ($type.IsArray) { return , [Array]::CreateInstance($type.GetElementType(), 0) }
         if ($type.IsGenericType -and $type.GetGenericTypeDefinition().Name -like 'IReadOnly*') {
-            return [Array]::CreateInstance($type.GetGenericArguments()[0], 0)
+            return , [Array]::CreateInstance($type.GetGenericArguments()[0], 0)
         }
         if ($type.IsValueType) { return [Activator]::CreateInstance($type) }
-        return New-MinimalInstance $type
+        if ($depth -gt 3 -or $type.IsAbstract -or $type.IsInterface) { return $null }
+        return New-MinimalInstance $type ($depth + 1)
     }
 
     # The smallest instance the type allows: its shortest constructor, then its C# 'required' members; everything else
     # stays null, empty or default, as on a real object whose optional facts are unknown.
-    function New-MinimalInstance([type] $type) {
+    function New-MinimalInstance([type] $type, [int] $depth = 0) {
         $flags = [System.Reflection.BindingFlags]'Public, NonPublic, Instance'
-        $constructor = $type.GetConstructors($flags) | Sort-Object { $_.GetParameters().Count } | Select-Object -First 1
-        $arguments = @(foreach ($p in $constructor.GetParameters()) { , (Get-MinimalValue $p.ParameterType $p.Name) })
-        $instance = $constructor.Invoke([object[]]$arguments)
+        # Not a record's copy constructor: it needs an instance to copy.
+        $constructor = $type.GetConstructors($flags) | Where-Object { -not ($_.GetParameters().Count -eq 1 -and $_.GetParameters()[0].ParameterType -eq $type) } |
+            Sort-Object { $_.GetParameters().Count } | Select-Object -First 1
+        $arguments = [System.Collections.Generic.List[object]]::new()
+        foreach ($p in $constructor.GetParameters()) { $arguments.Add((Get-MinimalValue $p.ParameterType $p.Name $depth)) }
+        $instance = $constructor.Invoke($arguments.ToArray())
         foreach ($property in $type.GetProperties()) {
             $required = $property.CustomAttributes | Where-Object { $_.AttributeType.Name -eq 'RequiredMemberAttribute' }
-            if ($required -and $property.CanWrite) { $property.SetValue($instance, (Get-MinimalValue $property.PropertyType $property.Name)) }
+            if ($required -and $property.CanWrite) { $property.SetValue($instance, (Get-MinimalValue $property.PropertyType $property.Name $depth)) }
         }
         $instance
     }
