@@ -12,6 +12,7 @@
     CmdletsToExport      = @(
         'Checkpoint-DiskStore'
         'Compare-DiskImage'
+        'ConvertTo-ThroughputTable'
         'Get-DiskCheckpoint'
         'Get-DiskImage'
         'Get-DiskStoreCheckpoint'
@@ -22,6 +23,7 @@
         'Initialize-DiskStore'
         'Invoke-NbdClone'
         'Invoke-ReplicaCommand'
+        'Measure-DiskThroughput'
         'New-DiskImage'
         'New-NbdExport'
         'New-ReplicaSession'
@@ -35,6 +37,7 @@
         'Start-ReplicaVM'
         'Stop-DriveMirror'
         'Suspend-DriveMirror'
+        'Test-ReplicaTopology'
         'Wait-DriveMirror'
     )
     FunctionsToExport    = @()

@@ -17,7 +17,7 @@ LAB_PACKAGES=(
   qemu-utils qemu-system-x86 qemu-block-extra
   nbd-server nbd-client nbdkit libnbd-bin python3-libnbd iproute2 procps
   tgt libiscsi-bin drbd-utils
-  btrfs-progs fio socat
+  btrfs-progs fio socat iputils-ping
   nfs-ganesha nfs-ganesha-vfs rpcbind
   libvirt-daemon-system libvirt-clients libxml2-utils
 )

@@ -104,6 +104,21 @@ public abstract class ReplicaCmdlet : PSCmdlet
 
     protected void ThrowTerminating(Exception ex, object? target = null) => ThrowTerminatingError(ToErrorRecord(ex, target));
 
+    /// <summary>Writes a report (-ReportPath) to a local file; a path that cannot be written is a non-terminating ReportNotWritten error.</summary>
+    protected void WriteReport(string reportPath, string content)
+    {
+        var path = GetUnresolvedProviderPathFromPSPath(reportPath);
+        try
+        {
+            File.WriteAllText(path, content);
+            WriteVerbose($"Report written to {path}.");
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            WriteError(new ErrorRecord(ex, "ReportNotWritten", ErrorCategory.WriteError, path));
+        }
+    }
+
     protected static bool IsReportable(Exception ex) => ex is ReplicaException or ArgumentException or InvalidOperationException or IOException or TimeoutException or KeyNotFoundException;
 
     protected static ErrorRecord ToErrorRecord(Exception ex, object? target = null)

@@ -224,3 +224,66 @@ Describe 'Compare-DiskImage on the local machine' -Skip:$noQemu {
         $errors[0].Exception.Message | Should -BeLike '*nope.raw*'
     }
 }
+
+# Field report (issue 9, case 1): QEMU opened a raw image with -blockdev driver=raw,file.driver=file and a virtio-blk
+# device; qemu-img info reads it without a lock error, and Remove-DiskImage deleted the running VM's disk.
+Describe 'A raw image that a running QEMU opened with -blockdev' -Skip:($noQemu -or -not (Get-Command qemu-system-x86_64 -ErrorAction Ignore)) {
+    BeforeAll {
+        $script:dir = Join-Path $TestDrive 'held'
+        New-Item -ItemType Directory -Path $dir | Out-Null
+        $script:held = Join-Path $dir 'data.raw'
+        New-DiskImage -Path $held -Size 64MB -Format raw | Out-Null
+        $script:inode = & stat -c %i $held
+        $pidFile = Join-Path $dir 'qemu.pid'
+        & qemu-system-x86_64 -machine pc,accel=tcg -S -nodefaults -display none `
+            -blockdev "driver=raw,node-name=d1,file.driver=file,file.filename=$held" -device virtio-blk-pci,drive=d1 -daemonize -pidfile $pidFile
+        if ($LASTEXITCODE -ne 0) { throw 'qemu-system-x86_64 did not start' }
+        $script:qemuPid = [int](Get-Content $pidFile)
+        $script:previousStateDirectory = $env:REPLICATOOLS_NBD_STATE_DIR
+        $env:REPLICATOOLS_NBD_STATE_DIR = Join-Path $TestDrive 'nbd-state'
+    }
+
+    AfterAll {
+        $env:REPLICATOOLS_NBD_STATE_DIR = $previousStateDirectory
+        if ($qemuPid) { Stop-Process -Id $qemuPid -Force -ErrorAction SilentlyContinue }
+    }
+
+    It 'Get-DiskImage reports it in use and names the QEMU that holds it' {
+        $image = Get-DiskImage -Path $held -WarningAction SilentlyContinue
+        $image.InUse | Should -BeTrue
+        $image.InUseBy | Should -BeLike "*qemu-system-x86_64 (pid $qemuPid)*write*"
+    }
+
+    It 'Remove-DiskImage -Confirm:$false refuses with ImageInUse and keeps the file' {
+        $errors = $null
+        Get-DiskImage -Path $held -WarningAction SilentlyContinue | Remove-DiskImage -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable errors
+        $errors[0].FullyQualifiedErrorId | Should -BeLike 'ImageInUse,*'
+        $errors[0].CategoryInfo.Category | Should -Be 'ResourceUnavailable'
+        $errors[0].Exception.Message | Should -BeLike "*$held*qemu-system-x86_64*"
+        $errors[0].ErrorDetails.RecommendedAction | Should -BeLike '*Stop or detach*'
+        & stat -c %i $held | Should -Be $inode
+    }
+
+    It 'New-DiskImage -Force refuses with ImageInUse and keeps the file' {
+        $errors = $null
+        New-DiskImage -Path $held -Size 128MB -Format qcow2 -Force -ErrorAction SilentlyContinue -ErrorVariable errors | Should -BeNullOrEmpty
+        $errors[0].FullyQualifiedErrorId | Should -BeLike 'ImageInUse,*'
+        & stat -c %i $held | Should -Be $inode
+        (Get-Item $held).Length | Should -Be 64MB
+    }
+
+    It 'New-NbdExport refuses to export it writable' {
+        $errors = $null
+        New-NbdExport -Path $held -Name held -Server NbdServer -Confirm:$false -ErrorAction SilentlyContinue -ErrorVariable errors | Should -BeNullOrEmpty
+        $errors[0].FullyQualifiedErrorId | Should -BeLike 'ImageInUse,*'
+        $errors[0].Exception.Message | Should -BeLike '*-ReadOnly*'
+    }
+
+    It 'is free again once QEMU is gone, and then removed by the same pipeline' {
+        Stop-Process -Id $qemuPid -Force
+        Wait-Process -Id $qemuPid -Timeout 10 -ErrorAction SilentlyContinue
+        (Get-DiskImage -Path $held).InUse | Should -BeFalse
+        Get-DiskImage -Path $held | Remove-DiskImage -Confirm:$false
+        $held | Should -Not -Exist
+    }
+}

@@ -171,7 +171,9 @@ Describe 'A VM that is not running' {
     }
 
     It 'needs -VMName or -QmpSocket' {
-        { Get-DriveMirror -ErrorAction Stop } | Should -Throw -ExpectedMessage '*-VMName*-QmpSocket*'
+        # Neither parameter set (Libvirt, Qmp) can be chosen: PowerShell's binder refuses before the cmdlet runs.
+        { Get-DriveMirror -ErrorAction Stop } | Should -Throw -ErrorId 'AmbiguousParameterSet,*'
+        { Get-DriveMirror -VMName '' -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidArgument,*' -ExpectedMessage '*-VMName*-QmpSocket*'
     }
 }
 

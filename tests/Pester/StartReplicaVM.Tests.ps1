@@ -24,10 +24,10 @@ Describe 'Start-ReplicaVM' {
         $common = @{ MemoryMB = 32; Paused = $true; Machine = 'pc,accel=tcg'; QemuArgument = @('-nodefaults'); Confirm = $false }
     }
 
-    It 'has ConfirmImpact High, a Qemu and a Libvirt parameter set, and supports -WhatIf' {
+    It 'has ConfirmImpact High, a Qmp and a Libvirt parameter set, and supports -WhatIf' {
         $command = Get-Command Start-ReplicaVM
         $command.ImplementingType.GetCustomAttributes([System.Management.Automation.CmdletAttribute], $true)[0].ConfirmImpact | Should -Be 'High'
-        $command.ParameterSets.Name | Should -Contain 'Qemu'
+        $command.ParameterSets.Name | Should -Contain 'Qmp'
         $command.ParameterSets.Name | Should -Contain 'Libvirt'
         $command.Parameters.ContainsKey('WhatIf') | Should -BeTrue
     }

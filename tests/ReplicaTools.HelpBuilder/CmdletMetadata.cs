@@ -3,7 +3,8 @@ using System.Runtime.InteropServices;
 
 namespace ReplicaTools.HelpBuilder;
 
-public sealed record ParameterInfo(string Name, string TypeName, bool IsSwitch, string[] Aliases, bool SupportsWildcards, IReadOnlyList<ParameterSetUse> Sets);
+/// <param name="DeclaredBy">The full name of the class that declares the parameter (the cmdlet or one of its bases).</param>
+public sealed record ParameterInfo(string Name, string TypeName, bool IsSwitch, string[] Aliases, bool SupportsWildcards, IReadOnlyList<ParameterSetUse> Sets, string DeclaredBy = "");
 
 /// <summary>How a parameter takes part in one parameter set ("__AllParameterSets" when it is in all of them).</summary>
 public sealed record ParameterSetUse(string SetName, bool Mandatory, int Position, bool FromPipeline, bool FromPipelineByPropertyName);
@@ -144,7 +145,8 @@ public static class CmdletMetadata
                     isSwitch,
                     aliases,
                     attributes.Any(a => a.AttributeType.FullName == "System.Management.Automation.SupportsWildcardsAttribute"),
-                    sets));
+                    sets,
+                    declaring.FullName ?? declaring.Name));
             }
         }
 

@@ -141,7 +141,8 @@ public sealed class SshLab : IAsyncDisposable
     }
 
     /// <summary>Starts an extra sshd (e.g. one whose key nobody knows); it is stopped with the lab.</summary>
-    public async Task<LabHost> StartDaemonAsync(string name, string address, string? hostKeyName = null)
+    /// <param name="environment">More NAME=VALUE pairs for the sessions' environment (sshd SetEnv), e.g. a PATH without some tool.</param>
+    public async Task<LabHost> StartDaemonAsync(string name, string address, string? hostKeyName = null, string? environment = null)
     {
         var (hostKey, publicKey) = NewHostKey(hostKeyName ?? $"hostkey_{name}_{Guid.NewGuid().ToString("N")[..4]}");
         for (var attempt = 1; ; attempt++)
@@ -167,7 +168,7 @@ public sealed class SshLab : IAsyncDisposable
                          "-o", "MaxSessions=64",
                          "-o", "MaxStartups=64:30:128",
                          "-o", "LogLevel=ERROR",
-                         "-o", $"SetEnv=HOME={SessionHome}",
+                         "-o", $"SetEnv=HOME={SessionHome}{(environment is null ? string.Empty : " " + environment)}",
                      })
             {
                 startInfo.ArgumentList.Add(argument);
@@ -220,7 +221,8 @@ public sealed class SshLab : IAsyncDisposable
         }
     }
 
-    private static void Kill(Process process)
+    /// <summary>Kills a daemon this lab started (and its children) and waits for it.</summary>
+    internal static void Kill(Process process)
     {
         try
         {

@@ -104,6 +104,12 @@ public sealed class NbdExportManager
         request.Validate(Host.Name);
         var directory = await GetStateDirectoryAsync(cancellationToken).ConfigureAwait(false);
         var path = await ResolvePathAsync(request, cancellationToken).ConfigureAwait(false);
+        if (!request.ReadOnly)
+        {
+            // Two writers of one image corrupt it; nbd-server takes no QEMU locks, so nothing else would stop it.
+            await Storage.ImageLocks.EnsureNotInUseAsync(Host, path, "to export it writable (pass -ReadOnly to export it read-only)", cancellationToken).ConfigureAwait(false);
+        }
+
         var format = await DecideFormatAsync(request, path, cancellationToken).ConfigureAwait(false);
         if (request.Bitmap is not null && format != "qcow2")
         {
@@ -145,7 +151,7 @@ public sealed class NbdExportManager
 
         var createdAt = DateTimeOffset.Now;
         await Host.RunAsync(plan.MakeDirectory.Command, cancellationToken).ConfigureAwait(false);
-        var claim = await Host.RunAsync(WithInput(plan.Claim.Command, BuildRecord(plan, 0, "starting", createdAt).ToJson()), cancellationToken).ConfigureAwait(false);
+        var claim = await Host.RunAsync(plan.Claim.Command.WithStandardInput(BuildRecord(plan, 0, "starting", createdAt).ToJson()), cancellationToken).ConfigureAwait(false);
         if (claim.ExitCode != 0 && !claim.StandardError.Contains("exist", StringComparison.OrdinalIgnoreCase) && claim.ExitCode != 17)
         {
             throw new CommandFailedException(claim);
@@ -183,7 +189,7 @@ public sealed class NbdExportManager
             }
 
             var record = BuildRecord(plan, processId, "running", createdAt);
-            await Host.RunAsync(WithInput(plan.WriteRecord.Command, record.ToJson()), cancellationToken).ConfigureAwait(false);
+            await Host.RunAsync(plan.WriteRecord.Command.WithStandardInput(record.ToJson()), cancellationToken).ConfigureAwait(false);
             OperationContext.Reporter.Verbose($"[{Host.Name}] NBD export '{plan.Request.Name}' serves {plan.Path} at {plan.Uri} ({plan.ServerProgram}, pid {processId}).");
             return ToExport(record, plan.StateFile, NbdExportState.Running, null);
         }
@@ -571,12 +577,4 @@ public sealed class NbdExportManager
         record.ServerArguments.Count > 0 ? ProgramName(record.ServerArguments[0]) : record.Server == NbdServerKind.NbdServer ? "nbd-server" : "qemu-nbd";
 
     private static string ProgramName(string argument0) => argument0[(argument0.LastIndexOf('/') + 1)..];
-
-    private static CommandSpec WithInput(CommandSpec command, byte[] input) => new(command.Arguments)
-    {
-        Timeout = command.Timeout,
-        SuccessExitCodes = command.SuccessExitCodes,
-        ThrowOnFailure = command.ThrowOnFailure,
-        StandardInput = input,
-    };
 }

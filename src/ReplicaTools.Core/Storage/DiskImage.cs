@@ -98,10 +98,14 @@ public sealed class DiskImage
     public string? FileSystemType { get; init; }
 
     /// <summary>
-    /// True when a running QEMU holds the image's lock: it was read with qemu-img's -U (force share), so sizes and
-    /// bitmaps may be stale while the VM writes.
+    /// True when a running QEMU (a VM, qemu-nbd, qemu-storage-daemon; any format, however opened) holds QEMU's image
+    /// locks on the file (see <see cref="ImageLocks"/>): it was read with qemu-img's -U (force share), so sizes and
+    /// bitmaps may be stale while the VM writes, and the cmdlets that delete or overwrite images refuse it.
     /// </summary>
     public bool InUse { get; init; }
+
+    /// <summary>Who holds the image and how, when <see cref="InUse"/>: "qemu-system-x86_64 (pid 4711) holds consistent-read, write and does not share write".</summary>
+    public string? InUseBy { get; init; }
 
     public bool IsNfsUrl => Path.StartsWith("nfs://", StringComparison.OrdinalIgnoreCase);
 

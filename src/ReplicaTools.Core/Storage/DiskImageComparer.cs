@@ -126,8 +126,10 @@ public static partial class DiskImageComparer
 
         var referenceService = new DiskImageService(ReferenceEquals(exported, reference) ? reference.Host : runner, reference.Session, options.Storage);
         var differenceService = new DiskImageService(ReferenceEquals(exported, difference) ? difference.Host : runner, difference.Session, options.Storage);
-        var (referenceInfo, referenceInUse) = await referenceService.ReadInfoAsync(referenceLocation, true, cancellationToken).ConfigureAwait(false);
-        var (differenceInfo, differenceInUse) = await differenceService.ReadInfoAsync(differenceLocation, true, cancellationToken).ConfigureAwait(false);
+        var (referenceInfo, referenceLocks) = await referenceService.ReadInfoAsync(referenceLocation, true, cancellationToken).ConfigureAwait(false);
+        var referenceInUse = referenceLocks.InUse;
+        var (differenceInfo, differenceLocks) = await differenceService.ReadInfoAsync(differenceLocation, true, cancellationToken).ConfigureAwait(false);
+        var differenceInUse = differenceLocks.InUse;
         var forceShare = referenceInUse || differenceInUse;
 
         NbdExport? export = null;

@@ -1,4 +1,5 @@
 using System.Globalization;
+using ReplicaTools.Core.Operations;
 using ReplicaTools.Core.Remote;
 
 namespace ReplicaTools.Core.Storage;
@@ -73,7 +74,7 @@ public sealed class DiskImageService
     public async Task<DiskImage> GetAsync(string path, CancellationToken cancellationToken = default)
     {
         var location = ImageLocation.Parse(path);
-        var (info, inUse) = await ReadInfoAsync(location, allowForceShare: true, cancellationToken).ConfigureAwait(false);
+        var (info, locks) = await ReadInfoAsync(location, allowForceShare: true, cancellationToken).ConfigureAwait(false);
         string? fileSystem = null;
         bool? noCow = null;
         if (!location.IsNfsUrl)
@@ -85,7 +86,7 @@ public sealed class DiskImageService
             }
         }
 
-        return ToImage(location, info, inUse, fileSystem, noCow);
+        return ToImage(location, info, locks, fileSystem, noCow);
     }
 
     /// <summary>True when the image (or any file) exists at <paramref name="path"/>; for nfs:// URLs, when qemu-img can open it.</summary>
@@ -140,12 +141,12 @@ public sealed class DiskImageService
                 // Over NFS, qemu-img create only truncates the file to the new size: old bytes would show through a raw image
                 // (and a raw image would even be probed as the old format). Truncating to 0 first drops them.
                 notes.Add($"'{location.Text}' exists and is replaced (-Force): it is truncated to 0 bytes first.");
-                steps.Add(new PlannedCommand(Host, StorageCommands.ImageCommand(Options, true, Options.CommandTimeout, "qemu-img", "create", "-q", "-f", "raw", location.Text, "0")));
+                steps.Add(new PlannedCommand(Host.Name, StorageCommands.ImageCommand(Options, true, Options.CommandTimeout, "qemu-img", "create", "-q", "-f", "raw", location.Text, "0"), "truncate the existing file to 0 bytes"));
             }
 
             notes.Add($"The image is created through QEMU's libnfs driver from host '{Host.Name}'. No_COW cannot be set over NFS: on a btrfs server it comes from the " +
                       $"export directory's inherited attribute (chattr +C on the store, as Initialize-DiskStore does).");
-            steps.Add(new PlannedCommand(Host, StorageCommands.ImageCommand(Options, true, Options.CommandTimeout, "qemu-img", "create", "-q", "-f", format.ToQemuName(), location.Text, sizeText)));
+            steps.Add(new PlannedCommand(Host.Name, StorageCommands.ImageCommand(Options, true, Options.CommandTimeout, "qemu-img", "create", "-q", "-f", format.ToQemuName(), location.Text, sizeText), "create the image"));
             return new CreateDiskImagePlan(target, steps, notes) { Location = location, Size = size, Format = format, ReplacesExisting = exists };
         }
 
@@ -164,36 +165,31 @@ public sealed class DiskImageService
                 throw ImageExists(location);
             }
 
-            var (_, inUse) = await ReadInfoAsync(location, allowForceShare: true, cancellationToken, quiet: true).ConfigureAwait(false);
-            if (inUse)
+            var locks = await ImageLocks.ProbeAsync(Host, location.Text, cancellationToken).ConfigureAwait(false);
+            if (locks.InUse)
             {
-                throw new ReplicaException(StorageErrorIds.ImageInUse, ReplicaErrorCategory.ResourceUnavailable,
-                    $"On host '{Host.Name}', the image '{location.Text}' is in use by a running QEMU (it holds the image's lock); -Force does not replace an image in use.",
-                    Host.Name, location.Text)
-                {
-                    RecommendedAction = "Stop or detach the VM that uses the image first.",
-                };
+                throw ImageLocks.InUse(Host.Name, locks, "to replace it (-Force does not replace an image in use)");
             }
 
             // Replace, not rewrite: a fresh file is the only way to get No_COW on btrfs (chattr +C has no effect on a file with data).
             notes.Add($"'{location.Text}' exists and is replaced (-Force).");
-            steps.Add(new PlannedCommand(Host, new CommandSpec("rm", "-f", "--", location.Text) { Timeout = Options.CommandTimeout }));
+            steps.Add(new PlannedCommand(Host.Name, new CommandSpec("rm", "-f", "--", location.Text) { Timeout = Options.CommandTimeout }, "remove the image it replaces"));
         }
 
         // dd with conv=excl creates the empty file atomically and fails if it exists: no silent overwrite, even in a race.
-        steps.Add(new PlannedCommand(Host, new CommandSpec("dd", "if=/dev/null", $"of={location.Text}", "conv=excl", "status=none") { Timeout = Options.CommandTimeout }));
+        steps.Add(new PlannedCommand(Host.Name, new CommandSpec("dd", "if=/dev/null", $"of={location.Text}", "conv=excl", "status=none") { Timeout = Options.CommandTimeout }, "create the empty file, failing if it exists"));
         var btrfs = fileSystem == "btrfs";
         if (btrfs)
         {
             notes.Add($"'{location.Directory}' is on btrfs: No_COW is set (chattr +C) on the empty file before qemu-img writes any data.");
-            steps.Add(new PlannedCommand(Host, new CommandSpec("chattr", "+C", location.Text) { Timeout = Options.CommandTimeout }));
+            steps.Add(new PlannedCommand(Host.Name, new CommandSpec("chattr", "+C", location.Text) { Timeout = Options.CommandTimeout }, "set No_COW while the file is empty"));
         }
         else
         {
             notes.Add($"'{location.Directory}' is on {fileSystem}, not btrfs: No_COW does not apply.");
         }
 
-        steps.Add(new PlannedCommand(Host, new CommandSpec("qemu-img", "create", "-q", "-f", format.ToQemuName(), location.Text, sizeText) { Timeout = Options.CommandTimeout, ThrowOnFailure = false }));
+        steps.Add(new PlannedCommand(Host.Name, new CommandSpec("qemu-img", "create", "-q", "-f", format.ToQemuName(), location.Text, sizeText) { Timeout = Options.CommandTimeout, ThrowOnFailure = false }, "write the image header"));
         return new CreateDiskImagePlan(target, steps, notes)
         {
             Location = location,
@@ -221,7 +217,7 @@ public sealed class DiskImageService
             foreach (var step in plan.Steps)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                var result = await StorageCommands.RunAsync(step.Host, step.Command, cancellationToken).ConfigureAwait(false);
+                var result = await StorageCommands.RunAsync(Host, step.Command, cancellationToken).ConfigureAwait(false);
                 var program = StorageCommands.IsKillTimeoutWrapped(step.Command) ? step.Command.Arguments[4] : step.Command.Arguments[0];
                 if (program == "dd")
                 {
@@ -300,26 +296,20 @@ public sealed class DiskImageService
         }
 
         var notes = new List<string>();
-        var inUse = false;
-        if (type == "regular file")
+        var locks = await ImageLocks.ProbeAsync(Host, location.Text, cancellationToken).ConfigureAwait(false);
+        var inUse = locks.InUse;
+        if (inUse && !force)
         {
-            (_, inUse) = await ReadInfoAsync(location, allowForceShare: true, cancellationToken, quiet: true).ConfigureAwait(false);
-            if (inUse && !force)
-            {
-                throw new ReplicaException(StorageErrorIds.ImageInUse, ReplicaErrorCategory.ResourceUnavailable,
-                    $"On host '{Host.Name}', the image '{location.Text}' is in use: a running QEMU holds its lock. Refusing to remove it.", Host.Name, location.Text)
-                {
-                    RecommendedAction = "Stop or detach the VM first, or pass -Force to remove it anyway (the VM keeps writing to a deleted file).",
-                };
-            }
-
-            if (inUse)
-            {
-                notes.Add($"'{location.Text}' is in use by a running QEMU and is removed anyway (-Force).");
-            }
+            throw ImageLocks.InUse(Host.Name, locks, "to remove it",
+                "Stop or detach the VM (or qemu-nbd, qemu-storage-daemon) that has the image open first, or pass -Force to remove it anyway (the holder keeps writing to a deleted file).");
         }
 
-        var steps = new[] { new PlannedCommand(Host, new CommandSpec("rm", "-f", "--", location.Text) { Timeout = Options.CommandTimeout }) };
+        if (inUse)
+        {
+            notes.Add($"'{location.Text}' is in use ({locks.Describe()}) and is removed anyway (-Force).");
+        }
+
+        var steps = new[] { new PlannedCommand(Host.Name, new CommandSpec("rm", "-f", "--", location.Text) { Timeout = Options.CommandTimeout }, "delete the image") };
         return new RemoveDiskImagePlan($"[{Host.Name}] {location.Text}", steps, notes) { Location = location, InUse = inUse };
     }
 
@@ -333,7 +323,7 @@ public sealed class DiskImageService
 
         foreach (var step in plan.Steps)
         {
-            await step.Host.RunAsync(step.Command, cancellationToken).ConfigureAwait(false);
+            await Host.RunAsync(step.Command, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -354,21 +344,26 @@ public sealed class DiskImageService
         return StorageCommands.ImageCommand(Options, location.IsNfsUrl, Options.CommandTimeout, arguments.ToArray());
     }
 
-    /// <summary>qemu-img info; on a lock error (a running QEMU holds the image) retries with -U and warns.</summary>
-    internal async Task<(QemuImgInfo Info, bool InUse)> ReadInfoAsync(ImageLocation location, bool allowForceShare, CancellationToken cancellationToken, bool quiet = false)
+    /// <summary>
+    /// qemu-img info, after asking QEMU's image locks (<see cref="ImageLocks"/>) whether a running QEMU holds the image: if
+    /// one does, the image is read with -U (force share) and a warning. nfs:// URLs carry no locks; for them (and for a
+    /// holder that appears in between) qemu-img's own lock error is the sign.
+    /// </summary>
+    internal async Task<(QemuImgInfo Info, ImageLockState Locks)> ReadInfoAsync(ImageLocation location, bool allowForceShare, CancellationToken cancellationToken, bool quiet = false)
     {
-        var result = await StorageCommands.RunAsync(Host, InfoCommand(location, forceShare: false), cancellationToken).ConfigureAwait(false);
-        var inUse = false;
-        if (!result.Succeeded && allowForceShare && StorageCommands.IsLockError(result.StandardError))
+        var locks = await ImageLocks.ProbeAsync(Host, location.Text, cancellationToken).ConfigureAwait(false);
+        var forceShare = locks.InUse && allowForceShare;
+        var result = await StorageCommands.RunAsync(Host, InfoCommand(location, forceShare), cancellationToken).ConfigureAwait(false);
+        if (!result.Succeeded && allowForceShare && !forceShare && StorageCommands.IsLockError(result.StandardError))
         {
-            inUse = true;
-            if (!quiet)
-            {
-                OperationContext.Reporter.Warning(
-                    $"On host '{Host.Name}', the image '{location.Text}' is in use by a running QEMU; it was read with 'qemu-img info -U' (force share), so sizes and bitmaps may be stale.");
-            }
-
+            locks = new ImageLockState { Path = location.Text, Exists = true, Held = new[] { "write" } };
             result = await StorageCommands.RunAsync(Host, InfoCommand(location, forceShare: true), cancellationToken).ConfigureAwait(false);
+        }
+
+        if (locks.InUse && !quiet)
+        {
+            OperationContext.Reporter.Warning(
+                $"On host '{Host.Name}', the image '{location.Text}' is in use ({locks.Describe()}); it was read with 'qemu-img info -U' (force share), so sizes and bitmaps may be stale.");
         }
 
         if (!result.Succeeded)
@@ -376,10 +371,10 @@ public sealed class DiskImageService
             throw StorageCommands.ImageError(result, location, "reading the image");
         }
 
-        return (QemuImgInfo.Parse(result.StandardOutput, $"'{location.Text}' on host '{Host.Name}'"), inUse);
+        return (QemuImgInfo.Parse(result.StandardOutput, $"'{location.Text}' on host '{Host.Name}'"), locks);
     }
 
-    private DiskImage ToImage(ImageLocation location, QemuImgInfo info, bool inUse, string? fileSystem, bool? noCow) => new()
+    private DiskImage ToImage(ImageLocation location, QemuImgInfo info, ImageLockState locks, string? fileSystem, bool? noCow) => new()
     {
         Path = location.Text,
         Format = info.Format,
@@ -390,7 +385,8 @@ public sealed class DiskImageService
         BackingFormat = info.BackingFormat,
         DirtyBitmaps = info.DirtyBitmaps,
         DirtyFlag = info.DirtyFlag,
-        InUse = inUse,
+        InUse = locks.InUse,
+        InUseBy = locks.InUse ? locks.Describe() : null,
         FileSystemType = fileSystem,
         NoCow = noCow,
         HostName = Session?.HostName ?? Host.Name,

@@ -6,6 +6,7 @@ public static class StorageErrorIds
     public const string ImageExists = "ImageExists";
     public const string ImageNotFound = "ImageNotFound";
     public const string ImageInUse = "ImageInUse";
+    public const string ImageLockProbeFailed = "ImageLockProbeFailed";
     public const string NotAnImageFile = "NotAnImageFile";
     public const string ImageOpenFailed = "ImageOpenFailed";
     public const string DirectoryNotFound = "DirectoryNotFound";

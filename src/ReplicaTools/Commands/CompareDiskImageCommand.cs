@@ -56,8 +56,8 @@ public sealed class CompareDiskImageCommand : HostCmdlet
         }
 
         var defaultSession = ResolveSession();
-        var reference = ResolveSide(ReferenceSession, ReferenceHostName, defaultSession);
-        var difference = ResolveSide(DifferenceSession, DifferenceHostName, defaultSession);
+        var reference = ResolveSession(ReferenceSession, ReferenceHostName, defaultSession);
+        var difference = ResolveSession(DifferenceSession, DifferenceHostName, defaultSession);
         var referencePath = StorageCmdletHelpers.ResolvePath(this, reference, ReferencePath);
         var differencePath = StorageCmdletHelpers.ResolvePath(this, difference, DifferencePath);
         var options = new CompareOptions { NbdAddress = NbdAddress };
@@ -66,24 +66,6 @@ public sealed class CompareDiskImageCommand : HostCmdlet
         {
             WriteVerbose(result.Message);
             WriteObject(Quiet ? result.Identical : result);
-        }
-    }
-
-    private ReplicaSession ResolveSide(ReplicaSession? session, string? hostName, ReplicaSession fallback)
-    {
-        if (session is null && string.IsNullOrEmpty(hostName))
-        {
-            return fallback;
-        }
-
-        try
-        {
-            return HostResolver.Resolve(session, hostName);
-        }
-        catch (Exception ex) when (IsReportable(ex))
-        {
-            ThrowTerminating(ex, hostName);
-            throw;
         }
     }
 }

@@ -39,13 +39,8 @@ public sealed class GetDiskStoreCheckpointCommand : HostCmdlet
             return;
         }
 
-        var patterns = Name?.Select(n => WildcardPattern.Get(n, WildcardOptions.IgnoreCase)).ToArray();
-        foreach (var checkpoint in checkpoints)
-        {
-            if (patterns is null || patterns.Any(p => p.IsMatch(checkpoint.Name)))
-            {
-                WriteObject(checkpoint);
-            }
-        }
+        var selection = new WildcardSelection(Name, "CheckpointNotFound",
+            name => $"On host '{session.Host.Name}', the store '{path}' has no checkpoint named '{name}'. Get-DiskStoreCheckpoint -Path {path} lists them.");
+        WriteObject(selection.Select(this, checkpoints, c => c.Name), enumerateCollection: true);
     }
 }

@@ -40,10 +40,10 @@ public sealed class GetReplicaSessionCommand : ReplicaCmdlet
 
                 break;
             case "Name":
-                WriteMatches(sessions, Name, s => s.Name);
+                WriteObject(Selection(Name).Select(this, sessions, s => s.Name), enumerateCollection: true);
                 break;
             case "HostName":
-                WriteMatches(sessions, HostName, s => s.HostName);
+                WriteObject(Selection(HostName).Select(this, sessions, s => s.HostName), enumerateCollection: true);
                 break;
             default:
                 WriteObject(sessions, enumerateCollection: true);
@@ -51,18 +51,7 @@ public sealed class GetReplicaSessionCommand : ReplicaCmdlet
         }
     }
 
-    private void WriteMatches(IReadOnlyList<ReplicaSession> sessions, string[] patterns, Func<ReplicaSession, string> key)
-    {
-        foreach (var pattern in patterns)
-        {
-            var wildcard = WildcardPattern.Get(pattern, WildcardOptions.IgnoreCase);
-            var matches = sessions.Where(s => wildcard.IsMatch(key(s))).ToArray();
-            if (matches.Length == 0 && !WildcardPattern.ContainsWildcardCharacters(pattern))
-            {
-                WriteError(new ErrorRecord(new ItemNotFoundException($"There is no ReplicaTools session for '{pattern}'. Get-ReplicaSession lists the open ones."), "SessionNotFound", ErrorCategory.ObjectNotFound, pattern));
-            }
-
-            WriteObject(matches, enumerateCollection: true);
-        }
-    }
+    /// <summary>How the session cmdlets pick sessions by name or host name (<see cref="WildcardSelection"/>).</summary>
+    internal static WildcardSelection Selection(string[] patterns) =>
+        new(patterns, "SessionNotFound", pattern => $"There is no ReplicaTools session for '{pattern}'. Get-ReplicaSession lists the open ones.");
 }

@@ -33,13 +33,14 @@ public sealed class RemoveNbdExportCommand : HostCmdlet
         }
         else
         {
-            var exports = TryRun(token => manager.ListAsync(NbdExportSelection.Matcher(Name), warnAboutStale: false, token), session.Host.Name);
+            var selection = NbdExportSelection.For(Name, session.Host.Name);
+            var exports = TryRun(token => manager.ListAsync(selection.Matcher, warnAboutStale: false, token), session.Host.Name);
             if (exports is null)
             {
                 return;
             }
 
-            targets = NbdExportSelection.Select(this, exports, Name, session.Host.Name);
+            targets = selection.Select(this, exports, e => e.Name);
         }
 
         var grace = TimeSpan.FromSeconds(GraceSeconds);

@@ -20,10 +20,11 @@ public sealed class RemoveReplicaSessionCommand : ReplicaCmdlet
     protected override void ProcessRecord()
     {
         var sessions = ReplicaSessionRegistry.Sessions;
+        var matches = GetReplicaSessionCommand.Selection(HostName).Matcher;
         IEnumerable<ReplicaSession> targets = ParameterSetName switch
         {
             "Id" => sessions.Where(s => Id.Contains(s.Id)),
-            "HostName" => sessions.Where(s => HostName.Any(p => WildcardPattern.Get(p, WildcardOptions.IgnoreCase).IsMatch(s.HostName) || WildcardPattern.Get(p, WildcardOptions.IgnoreCase).IsMatch(s.Name))),
+            "HostName" => sessions.Where(s => matches(s.HostName) || matches(s.Name)),
             _ => Session.Where(s => !s.IsLocal),
         };
 

@@ -50,8 +50,8 @@ public sealed class StartDriveMirrorCommand : MirrorCmdlet
             return;
         }
 
-        var session = ResolveSession();
-        var backend = OpenBackend(session);
+        var backend = OpenBackend();
+        var target = TargetName(backend.VirtualMachine.Target);
         MirrorStartRequest request;
         try
         {
@@ -72,19 +72,19 @@ public sealed class StartDriveMirrorCommand : MirrorCmdlet
             return;
         }
 
-        var plan = TryRun(token => backend.PlanStartAsync(request, token), TargetName(session));
+        var plan = TryRun(token => backend.PlanStartAsync(request, token), target);
         if (plan is null)
         {
             return;
         }
 
         var what = $"Mirror drive '{plan.Disk.Drive}' ({plan.Disk.Source}) to {plan.Destination} as {plan.Format}, {(plan.CreatesDestination ? "creating it" : "reusing the existing image")}:{Environment.NewLine}{plan.Describe()}";
-        if (!ShouldProcess($"{plan.VirtualMachine.Name}:{plan.Disk.Drive} on {session.Host.Name}", what))
+        if (!ShouldProcess($"{plan.VirtualMachine.Name}:{plan.Disk.Drive} on {backend.VirtualMachine.Host.Name}", what))
         {
             return;
         }
 
-        var job = TryRun(token => backend.StartAsync(plan, token), TargetName(session));
+        var job = TryRun(token => backend.StartAsync(plan, token), target);
         if (job is null)
         {
             return;

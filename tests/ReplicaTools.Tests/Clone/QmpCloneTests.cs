@@ -299,14 +299,13 @@ public sealed class QmpCloneTests : IAsyncLifetime
         Tool.Run("truncate", "-s", (Size + 8 * MiB).ToString(System.Globalization.CultureInfo.InvariantCulture), backing);
         var device = Tool.Run("losetup", "--find", "--show", backing).Trim();
         var sidecarPath = $"{CloneDestination.BlockDeviceStateDirectory}/{device.Trim('/').Replace('/', '_')}-{CloneNames.Hash(device)}.json";
-        // Metadata of an earlier run that failed before it could clean up; on a fresh machine neither it nor its directory exists.
-        if (File.Exists(sidecarPath))
-        {
-            File.Delete(sidecarPath);
-        }
-
         try
         {
+            if (File.Exists(sidecarPath))
+            {
+                File.Delete(sidecarPath); // metadata of an earlier run that failed before it could clean up
+            }
+
             // A device without clone metadata is only overwritten with Force.
             var refused = await Assert.ThrowsAsync<ReplicaException>(() => CloneAsync(device));
             Assert.Equal("DestinationExists", refused.ErrorId);
@@ -344,6 +343,27 @@ public sealed class QmpCloneTests : IAsyncLifetime
                 File.Delete(sidecarPath);
             }
         }
+    }
+
+    [Fact]
+    public async Task ADestinationThatARunningQemuHolds_IsNeitherPatchedNorReplaced()
+    {
+        // Someone booted the clone (raw, -blockdev, as the field report's VM): patching it under that QEMU corrupts both.
+        var destination = Path.Combine(directory, "booted.raw");
+        var first = await CloneAsync(destination, incremental: true);
+        await WriteAsync(new GuestWrite(0x4d, 3 * MiB, MiB));
+        var identity = $"{new FileInfo(destination).Length}:{File.GetLastWriteTimeUtc(destination).Ticks}:{Tool.Run("stat", "-c", "%i", destination).Trim()}";
+        await using var booted = await QemuVm.StartAsync(Path.Combine(directory, "booted"), "booted", new LabDisk("virtio0", destination, "raw"));
+
+        foreach (var incremental in new[] { true, false })
+        {
+            var error = await Assert.ThrowsAsync<ReplicaException>(() => CloneAsync(destination, incremental: incremental));
+            Assert.Equal(Core.Storage.StorageErrorIds.ImageInUse, error.ErrorId);
+            Assert.Contains("qemu-system-x86_64", error.Message);
+        }
+
+        Assert.Equal(identity, $"{new FileInfo(destination).Length}:{File.GetLastWriteTimeUtc(destination).Ticks}:{Tool.Run("stat", "-c", "%i", destination).Trim()}");
+        await AssertReleasedAsync(expectCheckpoints: new[] { first.Checkpoint! }); // refused before the point in time
     }
 
     private static void AssertDevicePrefixEquals(string expected, string device)
@@ -409,7 +429,7 @@ public sealed class QmpCloneTests : IAsyncLifetime
         return nodes.EnumerateArray().Where(n => n.GetProperty("node-name").GetString() == QemuVm.NodeName(Device) && n.TryGetProperty("dirty-bitmaps", out _))
             .SelectMany(n => n.GetProperty("dirty-bitmaps").EnumerateArray())
             .Where(b => b.TryGetProperty("name", out _))
-            .Select(b => new DiskCheckpoint { VMName = vm.SocketPath, Backend = VmBackend.Qmp, Drive = Device, Name = b.GetProperty("name").GetString()!, Recording = b.GetProperty("recording").GetBoolean() })
+            .Select(b => new DiskCheckpoint(VmTarget.Qmp(ReplicaSession.Local, vm.SocketPath)) { Drive = Device, Name = b.GetProperty("name").GetString()!, Recording = b.GetProperty("recording").GetBoolean() })
             .ToList();
     }
 

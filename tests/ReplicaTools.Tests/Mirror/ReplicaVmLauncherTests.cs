@@ -46,7 +46,7 @@ public sealed class ReplicaVmLauncherTests : IAsyncLifetime
 
         var plan = await launcher.PlanAsync(Request("fo1", socket, primary, mirror));
         Assert.Equal(1, plan.Candidate);
-        Assert.Contains(plan.Steps, s => s.Command.Contains("-daemonize") && s.Command.Contains(mirror) && s.Command.Contains("-S"));
+        Assert.Contains(plan.Steps, s => s.Text.Contains("-daemonize") && s.Text.Contains(mirror) && s.Text.Contains("-S"));
         var result = await launcher.StartAsync(plan);
 
         Assert.Equal(mirror, result.UsedCopy);

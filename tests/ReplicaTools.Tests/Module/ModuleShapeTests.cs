@@ -11,7 +11,7 @@ public sealed class ModuleShapeTests
     private static readonly XNamespace Command = "http://schemas.microsoft.com/maml/dev/command/2004/10";
 
     // Verbs whose cmdlets only read; every other cmdlet changes state and must support -WhatIf/-Confirm.
-    private static readonly string[] ReadOnlyVerbs = { "Get", "Compare", "Measure", "Wait", "Import", "Test", "Find", "Search", "Show", "Read", "Resolve" };
+    private static readonly string[] ReadOnlyVerbs = { "Get", "Compare", "ConvertTo", "Measure", "Wait", "Import", "Test", "Find", "Search", "Show", "Read", "Resolve" };
 
     private static readonly Lazy<IReadOnlyList<CmdletInfo>> Cmdlets = new(() => CmdletMetadata.Read(Path.Combine(Repository.ModuleDirectory, "ReplicaTools.dll")));
 
@@ -106,6 +106,31 @@ public sealed class ModuleShapeTests
         {
             var session = cmdlet.Parameters.Single(p => p.Name == "Session");
             Assert.True(session.Sets.All(s => s.FromPipelineByPropertyName), $"{cmdlet.Name}: -Session does not bind by property name");
+        }
+    }
+
+    [Fact]
+    public void VmParameters_AreDeclaredOnceByTheVmCmdletBase_InLibvirtAndQmpSets()
+    {
+        var vmCmdlets = Cmdlets.Value.Where(c => c.Parameters.Any(p => p.Name is "VMName" or "QmpSocket" or "LibvirtUri" or "Drive")).ToList();
+        Assert.Contains(vmCmdlets, c => c.Name == "Get-DriveMirror");
+        Assert.Contains(vmCmdlets, c => c.Name == "Invoke-NbdClone");
+        foreach (var cmdlet in vmCmdlets)
+        {
+            foreach (var name in new[] { "VMName", "QmpSocket", "LibvirtUri", "Drive" })
+            {
+                var parameter = cmdlet.Parameters.SingleOrDefault(p => p.Name == name);
+                Assert.True(parameter is not null, $"{cmdlet.Name} has some VM parameters but not -{name}: it must derive from VmCmdlet");
+                Assert.True(parameter!.DeclaredBy == "ReplicaTools.VmCmdlet", $"{cmdlet.Name} declares -{name} itself ({parameter.DeclaredBy}); VM parameters come from VmCmdlet only");
+                Assert.All(parameter.Sets, s => Assert.True(s.FromPipelineByPropertyName, $"{cmdlet.Name} -{name} does not bind by property name"));
+            }
+
+            Assert.Equal(new[] { "Libvirt" }, cmdlet.Parameters.Single(p => p.Name == "VMName").Sets.Select(s => s.SetName));
+            Assert.Equal(new[] { "Libvirt" }, cmdlet.Parameters.Single(p => p.Name == "LibvirtUri").Sets.Select(s => s.SetName));
+            Assert.Equal(new[] { "Qmp" }, cmdlet.Parameters.Single(p => p.Name == "QmpSocket").Sets.Select(s => s.SetName));
+
+            // A default set would be preferred while binding piped objects and bind their null VMName or QmpSocket too.
+            Assert.True(cmdlet.DefaultParameterSet is null, $"{cmdlet.Name} has a default parameter set; piped VM objects would bind to the wrong set");
         }
     }
 }
