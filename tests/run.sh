@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 PWSH_VERSION=7.6.9
 PESTER_VERSION=5.7.1
 LAB_PACKAGES=(
-  openssh-server openssh-client util-linux coreutils
+  openssh-server openssh-client util-linux coreutils openssl libpam-modules
   qemu-utils qemu-system-x86 qemu-block-extra
   nbd-server nbd-client nbdkit libnbd-bin python3-libnbd iproute2 procps
   tgt libiscsi-bin drbd-utils

@@ -70,7 +70,7 @@ public static class CmdletMetadata
         var directory = Path.GetDirectoryName(Path.GetFullPath(moduleAssemblyPath))!;
         var sma = SmaPath();
         var paths = Directory.GetFiles(RuntimeEnvironment.GetRuntimeDirectory(), "*.dll")
-            .Concat(Directory.GetFiles(directory, "*.dll"))
+            .Concat(Directory.GetFiles(directory, "*.dll", SearchOption.AllDirectories))
             .Append(sma)
             .GroupBy(Path.GetFileName)
             .Select(g => g.Last());

@@ -524,7 +524,7 @@ public sealed class NbdExportManager
         // A wildcard address is no address to connect to: use the one this host is reached by.
         if (IPAddress.TryParse(listenAddress, out var address) && (address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any)))
         {
-            return Host is SshHost ssh ? ssh.Options.HostName : "127.0.0.1";
+            return Host is ISshHost ssh ? ssh.Options.HostName : "127.0.0.1";
         }
 
         return null;
