@@ -9,23 +9,22 @@ namespace ReplicaTools.Commands;
 public sealed class NewReplicaSessionCommand : ReplicaCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyCollection]
     [Alias("ComputerName", "Address")]
     public string[] HostName { get; set; } = Array.Empty<string>();
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
     [Alias("User")]
-    public string? UserName { get; set; }
+    public string? UserName { get; set => field = Given(value); }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
     [ValidateRange(1, 65535)]
     public int Port { get; set; } = 22;
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
     [Alias("IdentityFilePath", "KeyFile")]
-    public string? KeyFilePath { get; set; }
+    public string? KeyFilePath { get; set => field = Given(value); }
 
     /// <summary>The passphrase of an encrypted -KeyFilePath (SshNet).</summary>
     [Parameter]
@@ -44,18 +43,13 @@ public sealed class NewReplicaSessionCommand : ReplicaCmdlet
 
     /// <summary>Null or empty (a topology host without 'knownHostsFile') means ~/.ssh/known_hosts.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [AllowNull]
-    [AllowEmptyString]
-    public string? KnownHostsPath { get; set; }
+    public string? KnownHostsPath { get; set => field = Given(value); }
 
     /// <summary>Null or empty (a topology host without 'jumpHost') means a direct connection.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [AllowNull]
-    [AllowEmptyString]
-    public string? JumpHost { get; set; }
+    public string? JumpHost { get; set => field = Given(value); }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNull]
     public string[] SshOption { get; set; } = Array.Empty<string>();
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
@@ -67,11 +61,15 @@ public sealed class NewReplicaSessionCommand : ReplicaCmdlet
 
     /// <summary>A friendly name for the session (default: the host name); -HostName on other cmdlets also matches it.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Name { get; set; }
+    public string? Name { get; set => field = Given(value); }
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(HostName, nameof(HostName)))
+        {
+            return;
+        }
+
         foreach (var host in HostName)
         {
             SshConnectionOptions options;
@@ -91,8 +89,8 @@ public sealed class NewReplicaSessionCommand : ReplicaCmdlet
                     Password = Credential?.Password,
                     KeyFilePath = KeyFilePath is null ? null : GetUnresolvedProviderPathFromPSPath(KeyFilePath),
                     KeyPassphrase = KeyPassphrase,
-                    KnownHostsPath = string.IsNullOrEmpty(KnownHostsPath) ? null : GetUnresolvedProviderPathFromPSPath(KnownHostsPath),
-                    JumpHost = string.IsNullOrEmpty(JumpHost) ? null : JumpHost,
+                    KnownHostsPath = KnownHostsPath is null ? null : GetUnresolvedProviderPathFromPSPath(KnownHostsPath),
+                    JumpHost = JumpHost,
                     ExtraOptions = SshOption.Select(SshConnectionOptions.ParseOption).ToArray(),
                     AcceptNewHostKey = AcceptNewHostKey,
                     ConnectTimeoutSeconds = ConnectTimeoutSeconds,

@@ -127,6 +127,34 @@ public sealed class ModuleShapeTests
         Assert.Empty(Directory.GetFiles(Repository.ModuleDirectory, "*.dll").Select(Path.GetFileName).Except(new[] { "ReplicaTools.dll", "ReplicaTools.Loader.dll" }));
     }
 
+    /// <summary>
+    /// Regression (issue 7): a topology host without a jump host failed New-ReplicaSession with "Cannot validate argument
+    /// on parameter 'JumpHost'". A parameter bound from a piped object's property must not reject null or empty with a
+    /// validation attribute (PowerShell then blames a property the user never set); a mandatory one takes AllowNull and
+    /// checks in code (ReplicaCmdlet.HasArgument). tests/Pester/PipelineBinding.Tests.ps1 checks the same at run time.
+    /// </summary>
+    [Fact]
+    public void ParametersBoundByPropertyName_DoNotRejectNullOrEmptyInValidationAttributes()
+    {
+        string[] rejecting = { "ValidateNotNull", "ValidateNotNullOrEmpty", "ValidateNotNullOrWhiteSpace", "ValidateSet", "ValidatePattern", "ValidateLength", "ValidateCount", "ValidateScript" };
+        var offenders = new List<string>();
+        foreach (var cmdlet in Cmdlets.Value)
+        {
+            foreach (var parameter in cmdlet.Parameters.Where(p => p.Sets.Any(s => s.FromPipelineByPropertyName)))
+            {
+                var validations = parameter.Validations ?? Array.Empty<string>();
+                offenders.AddRange(validations.Intersect(rejecting).Select(v => $"{cmdlet.Name} -{parameter.Name} [{v}]"));
+                var mandatory = parameter.Sets.Any(s => s.Mandatory && s.FromPipelineByPropertyName);
+                if (mandatory && parameter.TypeName is "String" or "String[]" && !validations.Contains("AllowNull"))
+                {
+                    offenders.Add($"{cmdlet.Name} -{parameter.Name} (mandatory, bound by property name, without [AllowNull])");
+                }
+            }
+        }
+
+        Assert.True(offenders.Count == 0, "Parameters bound by property name that reject null or empty:\n" + string.Join("\n", offenders));
+    }
+
     [Fact]
     public void EveryCmdlet_UsesAnApprovedVerb()
     {
