@@ -1,5 +1,7 @@
 @{
     RootModule           = 'ReplicaTools.dll'
+    # Imported before RootModule: sets up the module's own AssemblyLoadContext for the core and its dependencies.
+    NestedModules        = @('ReplicaTools.Loader.dll')
     ModuleVersion        = '0.0.0'
     GUID                 = '5d0c7c1e-4f2b-4b8e-9a57-3c2f1e9b7a41'
     Author               = 'ReplicaTools contributors'

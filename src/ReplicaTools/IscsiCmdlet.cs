@@ -12,8 +12,7 @@ public abstract class IscsiCmdlet : HostCmdlet
 {
     /// <summary>Where the target files live (default /etc/tgt/conf.d, which tgt's targets.conf includes).</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string ConfigDirectory { get; set; } = IscsiTargetRequest.DefaultConfigDirectory;
+    public string ConfigDirectory { get; set => field = Given(value) ?? IscsiTargetRequest.DefaultConfigDirectory; } = IscsiTargetRequest.DefaultConfigDirectory;
 
     /// <summary>tgtd's management channel (tgtadm -C); 0, the default, is the system's tgtd.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]

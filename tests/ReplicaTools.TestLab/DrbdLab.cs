@@ -71,8 +71,8 @@ public sealed class DrbdLab : IAsyncDisposable
         var lab = new DrbdLab(ssh, root) { DiskBytes = diskBytes };
         try
         {
-            lab.MirrorA = await ssh.StartDaemonAsync("mirror-a", "127.0.0.2", kernelHostName: "mirror-a");
-            lab.MirrorB = await ssh.StartDaemonAsync("mirror-b", "127.0.0.3", kernelHostName: "mirror-b");
+            lab.MirrorA = await ssh.StartDaemonAsync("mirror-a", "127.0.0.2", wrap: InOwnUtsNamespace("mirror-a"));
+            lab.MirrorB = await ssh.StartDaemonAsync("mirror-b", "127.0.0.3", wrap: InOwnUtsNamespace("mirror-b"));
             ssh.Trust(lab.MirrorA);
             ssh.Trust(lab.MirrorB);
             lab.DiskA = lab.Attach(lab.DiskFileA, diskBytes);
@@ -94,6 +94,14 @@ public sealed class DrbdLab : IAsyncDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// What an sshd of the lab runs under (SshLab's wrap) to be a host of its own name: a UTS namespace (unshare --uts)
+    /// whose host name is <paramref name="kernelHostName"/>, so commands there see it as uname -n. unshare and sh exec
+    /// into sshd, which keeps the pid.
+    /// </summary>
+    public static string[] InOwnUtsNamespace(string kernelHostName) =>
+        new[] { "unshare", "--uts", "sh", "-c", "hostname \"$0\" && exec \"$@\"", kernelHostName };
 
     /// <summary>The layout of a host (its resource file directory, NBD state directory, tgt conf.d and control port).</summary>
     public DrbdHostLayout Layout(ReplicaSession session) => layouts[session.Host.Name];

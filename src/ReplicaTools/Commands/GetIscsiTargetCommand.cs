@@ -9,7 +9,6 @@ public sealed class GetIscsiTargetCommand : IscsiCmdlet
 {
     [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
     [SupportsWildcards]
-    [ValidateNotNullOrEmpty]
     public string[]? Iqn { get; set; }
 
     protected override void ProcessRecord()

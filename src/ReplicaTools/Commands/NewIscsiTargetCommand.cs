@@ -8,12 +8,14 @@ namespace ReplicaTools.Commands;
 public sealed class NewIscsiTargetCommand : IscsiCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     public string Iqn { get; set; } = string.Empty;
 
     /// <summary>The file or block device the LUN serves, on the target host.</summary>
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     [Alias("Device", "Path")]
     public string BackingStore { get; set; } = string.Empty;
 
@@ -32,6 +34,11 @@ public sealed class NewIscsiTargetCommand : IscsiCmdlet
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Iqn, nameof(Iqn)) || !HasArgument(BackingStore, nameof(BackingStore)))
+        {
+            return;
+        }
+
         var session = ResolveSession();
         var manager = CreateManager(session);
         var request = new IscsiTargetRequest

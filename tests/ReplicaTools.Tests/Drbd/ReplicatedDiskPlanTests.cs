@@ -116,7 +116,7 @@ public sealed class ReplicatedDiskPlanTests : DrbdLabTest
         // The same host twice: the same session, and a second sshd that is the same machine (same kernel host name).
         var same = await Refused(Request() with { Secondary = Lab.SessionA, SecondaryDisk = Lab.DiskB });
         Assert.Equal(("DrbdSameHost", ReplicaErrorCategory.InvalidArgument), (same.ErrorId, same.Category));
-        var twin = await Ssh.StartDaemonAsync("mirror-a-twin", "127.0.0.4", kernelHostName: "mirror-a");
+        var twin = await Ssh.StartDaemonAsync("mirror-a-twin", "127.0.0.4", wrap: DrbdLab.InOwnUtsNamespace("mirror-a"));
         Ssh.Trust(twin);
         var twinSession = Core.Remote.ReplicaSessionRegistry.Create(twin.Options(), "mirror-a-twin", isImplicit: false, controlDirectory: Ssh.ControlDirectory);
         try
