@@ -207,9 +207,3 @@ public sealed partial record ReplicatedDiskRequest
     [GeneratedRegex("^[a-z0-9][a-z0-9_()-]{0,63}$", RegexOptions.CultureInvariant)]
     private static partial Regex HmacPattern();
 }
-
-/// <summary>The one place a SecureString becomes text: only to be written into a 0600 file through standard input.</summary>
-internal static class SecretText
-{
-    public static string Reveal(SecureString secret) => new NetworkCredential(string.Empty, secret).Password;
-}
