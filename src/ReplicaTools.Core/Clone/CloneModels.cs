@@ -41,6 +41,9 @@ public sealed class CloneRequest
     /// <summary>Where the per-VM and per-destination lock files live on the hosts (flock; they stay as empty files).</summary>
     public string LockDirectory { get; init; } = "/tmp";
 
+    /// <summary>Directory on the VM host for the records of which destination each checkpoint chain belongs to (see <see cref="CloneChainRecord"/>).</summary>
+    public string StateDirectory { get; init; } = CloneChainRecord.DefaultStateDirectory;
+
     /// <summary>Clean up stale state of an interrupted earlier run (commit, never discard guest writes) before cloning.</summary>
     public bool Repair { get; init; }
 

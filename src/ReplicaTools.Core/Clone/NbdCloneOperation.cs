@@ -128,21 +128,29 @@ public sealed class NbdCloneOperation
             }
         }
 
+        // What the VM has: its checkpoints, and whose chain the destination's metadata names.
+        var existing = source.SupportsCheckpoints ? await source.GetCheckpointsAsync(cancellationToken).ConfigureAwait(false) : Array.Empty<DiskCheckpoint>();
+        var copiedFrom = await ForeignChainAsync(source, destination, sidecar, cancellationToken).ConfigureAwait(false);
+
         // Full or incremental?
         string? incrementalFrom = null;
         string? fallbackReason = null;
         var resume = false;
         if (Request.Incremental)
         {
-            (incrementalFrom, resume, fallbackReason) = await PlanIncrementalAsync(source, destination, destinationStat, sidecar, cancellationToken).ConfigureAwait(false);
+            (incrementalFrom, resume, fallbackReason) = copiedFrom is not null
+                ? (null, false, $"the clone metadata {destination.SidecarPath} names checkpoint chain '{copiedFrom.Chain}', which belongs to the clone {copiedFrom.Destination} (the metadata was copied from it, or the clone was moved); this destination starts a chain of its own")
+                : await PlanIncrementalAsync(source, destination, destinationStat, sidecar, existing, cancellationToken).ConfigureAwait(false);
             if (fallbackReason is not null)
             {
                 OperationContext.Reporter.Warning($"{vm.DisplayName}, disk '{source.Disk.Drive}': an incremental clone is not possible, making a full clone instead: {fallbackReason}.");
             }
         }
 
-        var chain = sidecar?.Chain is { Length: > 0 } known ? known : CloneNames.NewChain();
-        var generation = (sidecar?.Generation ?? 0) + 1;
+        // A new checkpoint never takes the name of one the VM has: a destination restored from an older copy carries an
+        // older generation than the VM's newest of its chain (which the commit below then replaces).
+        var chain = copiedFrom is null && sidecar?.Chain is { Length: > 0 } known ? known : CloneNames.NewChain();
+        var generation = CloneNames.NextGeneration(chain, copiedFrom is null ? sidecar?.Generation ?? 0 : 0, existing.Select(c => c.Name));
         var newCheckpoint = source.SupportsCheckpoints ? CloneNames.Checkpoint(chain, generation) : null;
         if (!source.SupportsCheckpoints)
         {
@@ -220,6 +228,26 @@ public sealed class NbdCloneOperation
                 Checksum = checksum,
                 Mode = run.Mode.ToString(),
             }, cancellationToken).ConfigureAwait(false);
+
+            if (source.NewCheckpoint is not null)
+            {
+                try
+                {
+                    await new CloneChainRecord
+                    {
+                        Chain = chain,
+                        VM = vm.Name,
+                        Drive = source.Disk.Drive,
+                        DestinationHost = Request.DestinationSession.HostName,
+                        DestinationPath = destination.Path,
+                        SidecarPath = destination.SidecarPath,
+                    }.WriteAsync(vm.Host, Request.StateDirectory, cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is ReplicaException or IOException)
+                {
+                    OperationContext.Reporter.Warning($"The clone is complete, but the record of its checkpoint chain could not be written on host '{vm.Host.Name}' ({ex.Message}); Get-DiskCheckpoint cannot tell whether '{source.NewCheckpoint}' is orphaned.");
+                }
+            }
 
             try
             {
@@ -357,9 +385,27 @@ public sealed class NbdCloneOperation
         VirtualSize = source.VirtualSize,
     };
 
+    /// <summary>
+    /// The chain record of the destination's chain when it names another destination: the sidecar was copied from that
+    /// clone (or the clone was moved). Two destinations on one chain would delete each other's checkpoints.
+    /// </summary>
+    private async Task<CloneChainRecord?> ForeignChainAsync(PointInTimeSource source, CloneDestination destination, CloneSidecar? sidecar, CancellationToken cancellationToken)
+    {
+        if (!source.SupportsCheckpoints || sidecar?.Chain is not { Length: > 0 } chain)
+        {
+            return null;
+        }
+
+        var record = await CloneChainRecord.ReadAsync(source.Host, Request.StateDirectory, chain, cancellationToken).ConfigureAwait(false);
+        return record is not null && (record.DestinationPath != destination.Path
+                                      || !string.Equals(record.DestinationHost, Request.DestinationSession.HostName, StringComparison.OrdinalIgnoreCase))
+            ? record
+            : null;
+    }
+
     /// <summary>(base checkpoint, resume a patched partial, null) when an incremental is sound; otherwise (null, false, why not).</summary>
     private static async Task<(string? Base, bool Resume, string? Reason)> PlanIncrementalAsync(PointInTimeSource source, CloneDestination destination, DestinationStat stat,
-        CloneSidecar? sidecar, CancellationToken cancellationToken)
+        CloneSidecar? sidecar, IReadOnlyList<DiskCheckpoint> existing, CancellationToken cancellationToken)
     {
         if (!source.SupportsCheckpoints)
         {
@@ -379,6 +425,13 @@ public sealed class NbdCloneOperation
         if (!string.Equals(sidecar.Source.Image, source.Disk.Source, StringComparison.Ordinal))
         {
             return (null, false, $"the disk's image changed from '{sidecar.Source.Image}' to '{source.Disk.Source}' since the last clone");
+        }
+
+        // The chain first: a destination restored from an older copy also fails the file check below (a restore makes a
+        // new inode), but the real cause is that the VM moved on past the checkpoint it matches.
+        if ((sidecar.IsComplete ? sidecar.Checkpoint : sidecar.ResumeFrom) is { } recorded && ChainMismatch(destination, recorded, existing) is { } mismatch)
+        {
+            return (null, false, mismatch);
         }
 
         string from;
@@ -421,6 +474,33 @@ public sealed class NbdCloneOperation
 
         var problem = await source.CheckpointProblemAsync(from, sidecar.CheckpointXml, cancellationToken).ConfigureAwait(false);
         return problem is null ? (from, resume, null) : (null, false, problem);
+    }
+
+    /// <summary>
+    /// Why the destination's checkpoint <paramref name="from"/> is not on the VM, told from the VM's checkpoints of the
+    /// destination's chain: the destination was restored from an older copy (the VM has a newer one), or the VM's disk
+    /// was (the VM has only older ones). Null when <paramref name="from"/> exists or the chain tells nothing.
+    /// </summary>
+    internal static string? ChainMismatch(CloneDestination destination, string from, IReadOnlyList<DiskCheckpoint> existing)
+    {
+        if (existing.Any(c => c.Name == from) || !CloneNames.TryParseCheckpoint(from, out var chain, out var generation))
+        {
+            return null;
+        }
+
+        var links = existing.Where(c => c.Chain == chain).OrderBy(c => c.Generation).ToList();
+        if (links.LastOrDefault(l => l.Generation > generation) is { } newer)
+        {
+            return $"'{destination.Path}' matches checkpoint '{from}', older than the VM's newest checkpoint of its chain, '{newer.Name}': the destination and its metadata ({destination.SidecarPath}) " +
+                   $"were restored from an older copy, and '{from}' no longer exists, so only a full clone is correct (it replaces '{newer.Name}')";
+        }
+
+        if (links.LastOrDefault(l => l.Generation < generation) is { } older)
+        {
+            return $"'{destination.Path}' matches checkpoint '{from}', but the VM's newest checkpoint of its chain is the older '{older.Name}': the VM's disk (or its checkpoints) went back to an earlier state";
+        }
+
+        return null;
     }
 
     /// <summary>Decides where the copy writes and records, before anything is written, what a failure would leave.</summary>

@@ -153,6 +153,49 @@ public sealed class LibvirtCloneTests : IClassFixture<CloneSshFixture>, IAsyncLi
     }
 
     [Fact]
+    public async Task ADestinationRestoredFromAnOlderCopy_FallsBackToFullNamingTheCause_AndIncrementalsResume()
+    {
+        // Field report (issue 9, case 2) on libvirt: the new checkpoint's name collided with the VM's newest one.
+        StartDomain();
+        var destination = Path.Combine(directory, "a.raw");
+        var saved = Path.Combine(directory, "saved");
+        Directory.CreateDirectory(saved);
+        var first = await CloneAsync(destination, incremental: true);
+        Tool.Run("cp", "--preserve=all", "--", destination, destination + CloneDestination.SidecarSuffix, saved);
+        var w1 = new GuestWrite(0x41, 4 * MiB, MiB);
+        Write(w1);
+        Apply(reference, w1);
+        var newest = await CloneAsync(destination, incremental: true);
+        Assert.Equal(CloneMode.Incremental, newest.Mode);
+
+        foreach (var incremental in new[] { true, false })
+        {
+            foreach (var file in new[] { "a.raw", "a.raw" + CloneDestination.SidecarSuffix })
+            {
+                Tool.Run("cp", "--preserve=all", "--", Path.Combine(saved, file), Path.Combine(directory, file));
+            }
+
+            var run = await CloneAsync(destination, incremental: incremental, verify: true);
+            Assert.Equal(CloneMode.Full, run.Mode);
+            if (incremental)
+            {
+                Assert.Contains($"matches checkpoint '{first.Checkpoint}', older than the VM's newest checkpoint of its chain, '{newest.Checkpoint}'", run.FallbackReason);
+            }
+
+            AssertSameContent(reference, destination, "the full clone after the restore must equal the disk");
+            AssertReleased(new[] { run.Checkpoint! }); // the stale checkpoint was replaced
+
+            var w2 = new GuestWrite(incremental ? (byte)0x62 : (byte)0x63, 50 * MiB, MiB);
+            Write(w2);
+            Apply(reference, w2);
+            newest = await CloneAsync(destination, incremental: true, verify: true);
+            Assert.Equal(CloneMode.Incremental, newest.Mode);
+            Assert.Equal(MiB, newest.BytesCopied);
+            AssertSameContent(reference, destination, "the next incremental must equal the disk");
+        }
+    }
+
+    [Fact]
     public async Task RawDisk_IsClonedFully_AndIncrementalFallsBackSayingWhy()
     {
         StartDomain("raw");
@@ -276,6 +319,7 @@ public sealed class LibvirtCloneTests : IClassFixture<CloneSshFixture>, IAsyncLi
             Verify = verify,
             Repair = repair,
             LockDirectory = directory,
+            StateDirectory = Path.Combine(directory, "state"),
             PortRange = (12900, 13899),
             CopyTimeout = TimeSpan.FromMinutes(5),
         })

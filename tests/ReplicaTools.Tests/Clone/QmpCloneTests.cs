@@ -163,6 +163,80 @@ public sealed class QmpCloneTests : IAsyncLifetime
         await AssertReleasedAsync(expectCheckpoints: new[] { third.Checkpoint! });
     }
 
+    [Fact]
+    public async Task ADestinationRestoredFromAnOlderCopy_FallsBackToFullNamingTheCause_ReplacesTheStaleCheckpoint_AndIncrementalsResume()
+    {
+        // Field report (issue 9, case 2): full clone, keep a copy, incremental, put the copy back. Every later run failed
+        // with "Bitmap already exists", for -Incremental, a plain run and -Repair alike.
+        var destination = Path.Combine(directory, "a.raw");
+        var saved = Path.Combine(directory, "saved");
+        Directory.CreateDirectory(saved);
+        var first = await CloneAsync(destination, incremental: true);
+        Tool.Run("cp", "--preserve=all", "--", destination, destination + CloneDestination.SidecarSuffix, saved);
+        var w1 = new GuestWrite(0x41, 4 * MiB, MiB);
+        await WriteAsync(w1);
+        Apply(reference, w1);
+        var newest = await CloneAsync(destination, incremental: true);
+        Assert.Equal(CloneMode.Incremental, newest.Mode);
+
+        var step = 0;
+        foreach (var (incremental, repair) in new[] { (true, false), (false, false), (true, true) })
+        {
+            // The destination comes back from its own backup (a restore makes a new inode; the metadata is the old one).
+            foreach (var file in new[] { "a.raw", "a.raw" + CloneDestination.SidecarSuffix })
+            {
+                Tool.Run("cp", "--preserve=all", "--", Path.Combine(saved, file), Path.Combine(directory, file));
+            }
+
+            var w = new GuestWrite((byte)(0x50 + step), (10 + 4 * step++) * MiB, MiB);
+            await WriteAsync(w);
+            Apply(reference, w);
+            var reporter = new RecordingReporter();
+            var run = await CloneAsync(destination, incremental: incremental, repair: repair, reporter: reporter, verify: true);
+
+            Assert.Equal(CloneMode.Full, run.Mode);
+            if (incremental)
+            {
+                Assert.Contains($"matches checkpoint '{first.Checkpoint}', older than the VM's newest checkpoint of its chain, '{newest.Checkpoint}'", run.FallbackReason);
+                Assert.Contains(reporter.Warnings, x => x.Contains("restored from an older copy", StringComparison.Ordinal));
+            }
+
+            Assert.Equal(first.Checkpoint!.Split('-')[1], run.Checkpoint!.Split('-')[1]); // the same chain, a name past every existing one
+            AssertSameContent(reference, destination, "the full clone after the restore must equal the disk");
+            await AssertReleasedAsync(expectCheckpoints: new[] { run.Checkpoint! }); // the stale checkpoint was replaced
+
+            var w2 = new GuestWrite((byte)(0x60 + step), 50 * MiB, MiB);
+            await WriteAsync(w2);
+            Apply(reference, w2);
+            newest = await CloneAsync(destination, incremental: true, verify: true);
+            Assert.Equal(CloneMode.Incremental, newest.Mode);
+            Assert.Equal(MiB, newest.BytesCopied);
+            AssertSameContent(reference, destination, "the next incremental must equal the disk");
+        }
+    }
+
+    [Fact]
+    public async Task AClonesMetadataCopiedToAnotherDestination_StartsAChainOfItsOwn_AndTheOriginalStaysIncremental()
+    {
+        var a = Path.Combine(directory, "orig.raw");
+        var b = Path.Combine(directory, "copy.raw");
+        var first = await CloneAsync(a, incremental: true);
+        File.Copy(a, b);
+        File.Copy(a + CloneDestination.SidecarSuffix, b + CloneDestination.SidecarSuffix);
+
+        var copied = await CloneAsync(b, incremental: true);
+        Assert.Equal(CloneMode.Full, copied.Mode);
+        Assert.Contains($"belongs to the clone {fixture.Lab[1].Address}:{a}", copied.FallbackReason);
+        Assert.NotEqual(first.Checkpoint!.Split('-')[1], copied.Checkpoint!.Split('-')[1]);
+
+        var w = new GuestWrite(0x42, 6 * MiB, MiB);
+        await WriteAsync(w);
+        var again = await CloneAsync(a, incremental: true);
+        Assert.Equal(CloneMode.Incremental, again.Mode);
+        Assert.Equal(MiB, again.BytesCopied);
+        await AssertReleasedAsync(expectCheckpoints: new[] { again.Checkpoint!, copied.Checkpoint! });
+    }
+
     public static IEnumerable<object[]> Interruptions => new[] { new object[] { "export" }, new object[] { "copier" }, new object[] { "ssh" } };
 
     [Theory]
@@ -408,6 +482,7 @@ public sealed class QmpCloneTests : IAsyncLifetime
             Repair = repair,
             ScratchDirectory = Scratch,
             LockDirectory = directory,
+            StateDirectory = Path.Combine(directory, "state"),
             PortRange = (11900, 12899),
             CopyTimeout = TimeSpan.FromMinutes(5),
         })
