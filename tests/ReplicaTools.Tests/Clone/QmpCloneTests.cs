@@ -237,6 +237,45 @@ public sealed class QmpCloneTests : IAsyncLifetime
         await AssertReleasedAsync(expectCheckpoints: new[] { again.Checkpoint!, copied.Checkpoint! });
     }
 
+    [Fact]
+    public async Task ACheckpointWhoseDestinationIsGone_IsListedAsOrphaned_WithHowToRemoveIt()
+    {
+        var destination = Path.Combine(directory, "gone.raw");
+        var destinationSession = Remote(1);
+        var clone = await CloneAsync(destination, destinationSession: destinationSession);
+        var qmpVm = new QmpVirtualMachine(ReplicaSession.Local, vm.SocketPath);
+        var state = Path.Combine(directory, "state");
+
+        var listed = Assert.Single(await DiskCheckpointManager.ListAsync(qmpVm, Device, CancellationToken.None, state));
+        Assert.Equal(clone.Checkpoint, listed.Name);
+        Assert.Equal($"{fixture.Lab[1].Address}:{destination}", listed.Destination);
+        Assert.False(listed.Orphaned);
+        Assert.True(listed.Usable);
+
+        File.Delete(destination);
+        File.Delete(destination + CloneDestination.SidecarSuffix);
+        var reporter = new RecordingReporter();
+        DiskCheckpoint orphan;
+        using (OperationContext.Use(reporter))
+        {
+            orphan = Assert.Single(await DiskCheckpointManager.ListAsync(qmpVm, Device, CancellationToken.None, state));
+        }
+
+        Assert.True(orphan.Orphaned);
+        Assert.Contains($"{fixture.Lab[1].Address}:{destination} no longer exists", orphan.Problem);
+        Assert.Contains($"Remove-DiskCheckpoint -QmpSocket '{vm.SocketPath}' -Drive '{Device}' -Name '{clone.Checkpoint}'", orphan.Problem);
+        Assert.Contains(reporter.Warnings, w => w.Contains(clone.Checkpoint!, StringComparison.Ordinal) && w.Contains("orphaned", StringComparison.Ordinal));
+
+        // Without a session that reaches the destination host, nobody can tell.
+        await ReplicaSessionRegistry.RemoveAsync(destinationSession);
+        sessions.Remove(destinationSession);
+        Assert.Null(Assert.Single(await DiskCheckpointManager.ListAsync(qmpVm, Device, CancellationToken.None, state)).Orphaned);
+
+        await DiskCheckpointManager.RemoveAsync(qmpVm, Device, clone.Checkpoint!, CancellationToken.None, state);
+        Assert.Empty(await DiskCheckpointManager.ListAsync(qmpVm, Device, CancellationToken.None, state));
+        Assert.False(File.Exists(CloneChainRecord.PathOf(state, clone.Checkpoint!.Split('-')[1])), "the chain's record goes with its last checkpoint");
+    }
+
     public static IEnumerable<object[]> Interruptions => new[] { new object[] { "export" }, new object[] { "copier" }, new object[] { "ssh" } };
 
     [Theory]
