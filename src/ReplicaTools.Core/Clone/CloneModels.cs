@@ -111,7 +111,13 @@ public sealed class CloneResult
     /// <summary>Bytes read from the export and written to the destination (allocated data for a full clone, dirty extents for an incremental).</summary>
     public long BytesCopied { get; init; }
 
-    /// <summary>Bytes not transferred: holes and zeros of a full clone, clean blocks of an incremental.</summary>
+    /// <summary>
+    /// Incremental clones: bytes of written blocks that read as zero (the guest zeroed or discarded them) and were zeroed on
+    /// the destination (a punched hole in a file) instead of copied as data. 0 for full clones, which skip zeros.
+    /// </summary>
+    public long BytesZeroed { get; init; }
+
+    /// <summary>Bytes not written at all: holes and zeros of a full clone, clean blocks of an incremental. Copied + zeroed + skipped = total.</summary>
     public long BytesSkipped { get; init; }
 
     /// <summary>Wall time of the whole run, from the stale-state check to the release of the point in time.</summary>

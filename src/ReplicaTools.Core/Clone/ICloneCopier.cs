@@ -11,8 +11,8 @@ public sealed record NbdExportAddress(string Address, int Port, string ExportNam
     public override string ToString() => Uri;
 }
 
-/// <summary>What a copy step did.</summary>
-public sealed record CopyOutcome(long BytesCopied, string Copier, int Extents = 0);
+/// <summary>What a copy step did: bytes written as data, and (incremental) dirty bytes that read as zero and were zeroed instead.</summary>
+public sealed record CopyOutcome(long BytesCopied, string Copier, int Extents = 0, long BytesZeroed = 0);
 
 /// <summary>
 /// The copy step of a clone, run on the destination host against the VM host's export. Full copies are sparse-aware

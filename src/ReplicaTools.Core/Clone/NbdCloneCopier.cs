@@ -47,7 +47,7 @@ public sealed class NbdCloneCopier : ICloneCopier
         using (OperationContext.Use(new ProgressRelay(OperationContext.Reporter, progress)))
         {
             var result = await new NbdCopier(host).ApplyDirtyExtentsAsync(request, cancellationToken).ConfigureAwait(false);
-            return new CopyOutcome(result.BytesCopied, "python3-libnbd dirty extents", result.Extents ?? 0);
+            return new CopyOutcome(result.BytesCopied, "python3-libnbd dirty extents", result.Extents ?? 0, result.BytesZeroed);
         }
     }
 

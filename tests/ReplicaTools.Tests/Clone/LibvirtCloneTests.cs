@@ -196,6 +196,41 @@ public sealed class LibvirtCloneTests : IClassFixture<CloneSshFixture>, IAsyncLi
     }
 
     [Fact]
+    public async Task Incremental_ZeroesTheDirtyExtentsThatReadAsZero_AndAllocatesWhatAFreshFullCloneDoes()
+    {
+        // Field report (issue 9, case 3) through libvirt's pull backup: zeroed blocks are zeroed, never copied as data.
+        StartDomain();
+        var destination = Path.Combine(directory, "zero.raw");
+        var full = await CloneAsync(destination, incremental: true);
+        Assert.Equal(16 * MiB, full.BytesCopied);
+        var zeroing = new (string Command, long Offset, long Length, bool Zero)[]
+        {
+            ("write -z -u", 32 * MiB, 16 * MiB, true),       // never written
+            ("write -z", 20 * MiB, 2 * MiB, true),           // over data
+            ("write -P 0x00", 50 * MiB, MiB, true),          // literal zeros, found by reading
+            ("write -P 0x46", 2 * MiB, 64 * 1024, false),    // one dirty extent: 64 KiB data, then 192 KiB zeros
+            ("write -z", 2 * MiB + 64 * 1024, 192 * 1024, true),
+        };
+        foreach (var (command, offset, length, zero) in zeroing)
+        {
+            Lab.Virsh("qemu-monitor-command", domain, "--hmp", $"qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend \"{command} {offset} {length}\"");
+            Apply(reference, new GuestWrite(zero ? (byte)0 : (byte)0x46, offset, length));
+        }
+
+        var inc = await CloneAsync(destination, incremental: true, verify: true);
+
+        Assert.Equal(CloneMode.Incremental, inc.Mode);
+        Assert.Equal(64 * 1024, inc.BytesCopied);
+        Assert.Equal(16 * MiB + 2 * MiB + MiB + 192 * 1024, inc.BytesZeroed);
+        AssertSameContent(reference, destination, "the incremental clone must equal the disk");
+        var fresh = Path.Combine(directory, "zero-fresh.raw");
+        await CloneAsync(fresh);
+        AssertSameContent(fresh, destination, "an incremental must be byte-identical to a fresh full clone");
+        Assert.Equal(14 * MiB - 192 * 1024, Images.AllocatedBytes(fresh)); // 16 MiB of data, 2 MiB and 192 KiB of it zeroed
+        Assert.Equal(Images.AllocatedBytes(fresh), Images.AllocatedBytes(destination));
+    }
+
+    [Fact]
     public async Task RawDisk_IsClonedFully_AndIncrementalFallsBackSayingWhy()
     {
         StartDomain("raw");

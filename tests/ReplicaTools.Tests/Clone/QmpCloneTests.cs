@@ -122,6 +122,63 @@ public sealed class QmpCloneTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Incremental_ZeroesTheDirtyExtentsThatReadAsZero_InsteadOfCopyingThem_AndAllocatesWhatAFreshFullCloneDoes()
+    {
+        // Field report (issue 9, case 3): a 512 MiB qcow2 with 8 MiB of data; the guest zeroes 256 MiB it never wrote,
+        // and the incremental copied 256 MiB of zeros as data into the raw clone.
+        const long big = 512 * MiB;
+        await vm.DisposeAsync();
+        image = Path.Combine(directory, "big.qcow2");
+        reference = Path.Combine(directory, "big-reference.raw");
+        CreateImage(image, "qcow2", big, reference, new[] { new GuestWrite(0x11, 0, 4 * MiB), new GuestWrite(0x22, 450 * MiB, 4 * MiB) });
+        vm = await QemuVm.StartAsync(directory, "clonevm", new LabDisk(Device, image, "qcow2"));
+        var destination = Path.Combine(directory, "big.raw");
+        var full = await CloneAsync(destination, incremental: true);
+        Assert.Equal(8 * MiB, full.BytesCopied);
+        Assert.Equal(8 * MiB, Images.AllocatedBytes(destination));
+
+        // The field report exactly: nothing copied, 256 MiB zeroed, and the clone still allocates 8 MiB.
+        await vm.HmpAsync($"qemu-io -d {Device}/virtio-backend \"write -z -u {128 * MiB} {256 * MiB}\"");
+        var field = await CloneAsync(destination, incremental: true);
+        Assert.Equal(CloneMode.Incremental, field.Mode);
+        Assert.Equal(0, field.BytesCopied);
+        Assert.Equal(256 * MiB, field.BytesZeroed);
+        Assert.Equal(8 * MiB, Images.AllocatedBytes(destination));
+        AssertSameContent(reference, destination, "zeroing a range never written changes nothing the guest reads");
+
+        // The whole kind, in one incremental: zeroes over a range never written (without unmap this time), over data,
+        // literal zeros written as data (found by reading), and one dirty extent that is part data, part zeros.
+        var zeroing = new (string Command, long Offset, long Length, bool Zero)[]
+        {
+            ("write -z", 128 * MiB, 256 * MiB, true),
+            ("write -z", 450 * MiB, 2 * MiB, true),
+            ("write -P 0x00", 400 * MiB, MiB, true),
+            ("write -P 0x33", 1 * MiB, MiB, false),
+            ("write -P 0x44", 10 * MiB, 64 * 1024, false),
+            ("write -z", 10 * MiB + 64 * 1024, 192 * 1024, true),
+        };
+        foreach (var (command, offset, length, zero) in zeroing)
+        {
+            await vm.HmpAsync($"qemu-io -d {Device}/virtio-backend \"{command} {offset} {length}\"");
+            Apply(reference, new GuestWrite(zero ? (byte)0 : byte.Parse(command[^2..], System.Globalization.NumberStyles.HexNumber), offset, length));
+        }
+
+        var inc = await CloneAsync(destination, incremental: true, verify: true);
+
+        Assert.Equal(CloneMode.Incremental, inc.Mode);
+        Assert.True(inc.Verified);
+        Assert.Equal(MiB + 64 * 1024, inc.BytesCopied);
+        Assert.Equal(256 * MiB + 2 * MiB + MiB + 192 * 1024, inc.BytesZeroed);
+        Assert.Equal(big - inc.BytesCopied - inc.BytesZeroed, inc.BytesSkipped);
+        AssertSameContent(reference, destination, "the incremental clone must equal the disk");
+        var fresh = Path.Combine(directory, "big-fresh.raw");
+        await CloneAsync(fresh);
+        AssertSameContent(fresh, destination, "an incremental must be byte-identical to a fresh full clone");
+        Assert.Equal(6 * MiB + 64 * 1024, Images.AllocatedBytes(fresh));
+        Assert.Equal(Images.AllocatedBytes(fresh), Images.AllocatedBytes(destination));
+    }
+
+    [Fact]
     public async Task Incremental_FallsBackToFull_WithAReason_WhenTheDestinationOrTheBitmapCannotBeTrusted()
     {
         var destination = Path.Combine(directory, "fb.raw");
