@@ -81,9 +81,11 @@ public sealed class NbdCloneOperation
         var clock = Stopwatch.StartNew();
         Progress("Taking locks", 0);
 
-        // The two hosts are independent: lock and look at both at once.
-        var vmLocking = LockAsync(vm.Host, $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-vm-{CloneNames.VmKey(vm)}.lock", vm.DisplayName, cancellationToken);
-        var destinationLocking = LockAsync(destinationHost, $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-dest-{CloneNames.Hash(Request.Destination)}.lock", $"the destination '{Request.Destination}'", cancellationToken);
+        // The two hosts are independent: lock and look at both at once. The locks name this run, so a second run says who holds them.
+        var runId = CloneNames.NewRunId();
+        var owner = $"Invoke-NbdClone run {runId} (pid {Environment.ProcessId} on {Environment.MachineName}, since {started.ToUniversalTime():yyyy-MM-ddTHH:mm:ssZ}): {vm.DisplayName} -> {destinationHost.Name}:{Request.Destination}";
+        var vmLocking = LockAsync(vm.Host, VmLockPath(vm), owner, vm.DisplayName, cancellationToken);
+        var destinationLocking = LockAsync(destinationHost, DestinationLockPath, owner, $"the destination '{Request.Destination}'", cancellationToken);
         await using var vmLock = await ReleaseOnFailureAsync(vmLocking, destinationLocking).ConfigureAwait(false);
         await using var destinationLock = await destinationLocking.ConfigureAwait(false);
         await using var source = PointInTimeSource.Create(vm, Request.ScratchDirectory);
@@ -158,7 +160,6 @@ public sealed class NbdCloneOperation
         }
 
         var address = await ExportAddressResolver.ResolveAsync(vm.Host, destinationHost, Request.ExportAddress, cancellationToken).ConfigureAwait(false);
-        var runId = CloneNames.NewRunId();
         var run = new RunState(source, destination, sidecar, chain, generation);
         try
         {
@@ -186,9 +187,9 @@ public sealed class NbdCloneOperation
             // Copy, watching the point in time the whole time: if it ends, what was copied is not one instant.
             var copyClock = Stopwatch.StartNew();
             var outcome = await WatchedAsync(source, token => run.Mode == CloneMode.Full
-                    ? Copier.CopyFullAsync(destinationHost, export.Address, target, destination.IsBlockDevice, Request.Connections, Request.CopyTimeout,
+                    ? Copier.CopyFullAsync(destinationHost, export.Address, target, destination.IsBlockDevice, Request.Connections, Request.CopyTimeout, DestinationLockPath,
                         p => Progress($"Copying (full) {export.Address} to {destinationHost.Name}:{target}", 5 + (int)(p * 0.85)), token)
-                    : Copier.CopyDirtyAsync(destinationHost, export.Address, export.DirtyMetaContext!, target, Request.CopyTimeout,
+                    : Copier.CopyDirtyAsync(destinationHost, export.Address, export.DirtyMetaContext!, target, Request.CopyTimeout, DestinationLockPath,
                         p => Progress($"Copying the blocks written since {incrementalFrom} to {destinationHost.Name}:{target}", 5 + (int)(p * 0.85)), token),
                 cancellationToken).ConfigureAwait(false);
             copyClock.Stop();
@@ -330,15 +331,21 @@ public sealed class NbdCloneOperation
         return first.Result;
     }
 
-    private static async Task<RemoteLock> LockAsync(IReplicaHost host, string path, string what, CancellationToken cancellationToken)
+    /// <summary>The lock of the VM on its host (one clone of a VM at a time).</summary>
+    private string VmLockPath(VirtualMachine vm) => $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-vm-{CloneNames.VmKey(vm)}.lock";
+
+    /// <summary>The lock of the destination on its host; the copier and the destination's checksum run under it.</summary>
+    private string DestinationLockPath => $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-dest-{CloneNames.Hash(Request.Destination)}.lock";
+
+    private static async Task<RemoteLock> LockAsync(IReplicaHost host, string path, string owner, string what, CancellationToken cancellationToken)
     {
         try
         {
-            return await RemoteLock.AcquireAsync(host, path, cancellationToken).ConfigureAwait(false);
+            return await RemoteLock.AcquireAsync(host, path, owner, cancellationToken: cancellationToken).ConfigureAwait(false);
         }
-        catch (LockHeldException)
+        catch (LockHeldException ex)
         {
-            throw new CloneInProgressException(host.Name, what);
+            throw new CloneInProgressException(host.Name, what, ex.Holder);
         }
     }
 
@@ -630,7 +637,7 @@ public sealed class NbdCloneOperation
     {
         Progress("Verifying: checksumming the point-in-time source and the destination", 90);
         var sourceSum = WatchedChecksumAsync(source, export, cancellationToken);
-        var destinationSum = ImageChecksum.ComputeAsync(destinationHost, target, export.Size, Request.CopyTimeout, null, cancellationToken);
+        var destinationSum = ImageChecksum.ComputeAsync(destinationHost, target, export.Size, Request.CopyTimeout, null, cancellationToken, DestinationLockPath);
         await Task.WhenAll(sourceSum, destinationSum).ConfigureAwait(false);
         var (a, b) = (sourceSum.Result, destinationSum.Result);
         if (a.Checksum != b.Checksum)
@@ -645,7 +652,8 @@ public sealed class NbdCloneOperation
     }
 
     private Task<ImageDigest> WatchedChecksumAsync(PointInTimeSource source, PointInTimeExport export, CancellationToken cancellationToken) =>
-        ImageChecksum.ComputeAsync(source.Host, export.Address.Uri, null, Request.CopyTimeout, p => Progress("Verifying: checksumming the point-in-time source and the destination", 90 + (int)(p * 0.07)), cancellationToken);
+        ImageChecksum.ComputeAsync(source.Host, export.Address.Uri, null, Request.CopyTimeout, p => Progress("Verifying: checksumming the point-in-time source and the destination", 90 + (int)(p * 0.07)), cancellationToken,
+            VmLockPath(source.Vm));
 
     /// <summary>Releases the point in time, rolls the rotation back and settles the destination; returns what the operator should know.</summary>
     private static async Task<string> CleanUpAfterFailureAsync(RunState run, Exception failure)

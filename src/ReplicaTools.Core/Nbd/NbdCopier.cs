@@ -144,6 +144,12 @@ public sealed partial class NbdCopier
     /// <summary>The destination host, where the copy runs.</summary>
     public IReplicaHost Host { get; }
 
+    /// <summary>
+    /// The <see cref="RemoteLock"/> (on this host) of the run the copies belong to, or null: each copy runs under the
+    /// <see cref="ControllerGuard"/>, so it ends with its controller, and with this set the lock stays held until it has.
+    /// </summary>
+    public string? RunLock { get; init; }
+
     /// <summary>Test hook: the nbdcopy program to look for (a missing one exercises the qemu-img fallback).</summary>
     internal string NbdCopyProgram { get; set; } = "nbdcopy";
 
@@ -337,7 +343,7 @@ public sealed partial class NbdCopier
 
         try
         {
-            await Host.RunAsync(command.WithOutputLines(line =>
+            await Host.RunAsync(ControllerGuard.Wrap(command, RunLock).WithOutputLines(line =>
             {
                 var match = PercentLine().Match(line);
                 if (match.Success)
@@ -386,7 +392,7 @@ public sealed partial class NbdCopier
         var command = BuildDirtyExtentCommand(request.SourceUri, context, destination, request.Timeout);
         try
         {
-            await Host.RunAsync(command.WithOutputLines(line =>
+            await Host.RunAsync(ControllerGuard.Wrap(command, RunLock).WithOutputLines(line =>
             {
                 if (line.StartsWith("progress ", StringComparison.Ordinal))
                 {

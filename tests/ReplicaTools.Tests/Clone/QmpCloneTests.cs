@@ -553,6 +553,8 @@ public sealed class QmpCloneTests : IAsyncLifetime
 
         var busy = await Assert.ThrowsAsync<CloneInProgressException>(() => CloneAsync(Path.Combine(directory, "b.raw")));
         Assert.Contains(vm.SocketPath, busy.Message);
+        Assert.Matches($"Invoke-NbdClone run r[0-9a-f]{{7}} \\(pid {Environment.ProcessId} on ", busy.Holder); // names the run that holds it
+        Assert.Contains(busy.Holder!, busy.Message);
         release.SetResult();
         Assert.Equal(CloneMode.Full, (await first).Mode);
     }
