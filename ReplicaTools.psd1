@@ -1,5 +1,7 @@
 @{
     RootModule           = 'ReplicaTools.dll'
+    # Imported before RootModule: sets up the module's own AssemblyLoadContext for the core and its dependencies.
+    NestedModules        = @('ReplicaTools.Loader.dll')
     ModuleVersion        = '0.0.0'
     GUID                 = '5d0c7c1e-4f2b-4b8e-9a57-3c2f1e9b7a41'
     Author               = 'ReplicaTools contributors'
@@ -12,22 +14,27 @@
     CmdletsToExport      = @(
         'Checkpoint-DiskStore'
         'Compare-DiskImage'
+        'ConvertTo-ThroughputTable'
         'Get-DiskCheckpoint'
         'Get-DiskImage'
         'Get-DiskStoreCheckpoint'
         'Get-DriveMirror'
+        'Get-IscsiTarget'
         'Get-NbdExport'
         'Get-ReplicaSession'
         'Import-ReplicaTopology'
         'Initialize-DiskStore'
         'Invoke-NbdClone'
         'Invoke-ReplicaCommand'
+        'Measure-DiskThroughput'
         'New-DiskImage'
+        'New-IscsiTarget'
         'New-NbdExport'
         'New-ReplicaSession'
         'Remove-DiskCheckpoint'
         'Remove-DiskImage'
         'Remove-DiskStoreCheckpoint'
+        'Remove-IscsiTarget'
         'Remove-NbdExport'
         'Remove-ReplicaSession'
         'Resume-DriveMirror'
@@ -35,6 +42,7 @@
         'Start-ReplicaVM'
         'Stop-DriveMirror'
         'Suspend-DriveMirror'
+        'Test-ReplicaTopology'
         'Wait-DriveMirror'
     )
     FunctionsToExport    = @()

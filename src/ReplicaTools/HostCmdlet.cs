@@ -17,15 +17,27 @@ public abstract class HostCmdlet : ReplicaCmdlet
     public string? HostName { get; set; }
 
     /// <summary>The session this invocation targets, per the module-wide rule (see <see cref="HostResolver"/>).</summary>
-    protected ReplicaSession ResolveSession()
+    protected ReplicaSession ResolveSession() => ResolveSession(Session, HostName, ReplicaSession.Local);
+
+    /// <summary>
+    /// A host given by a further pair of parameters (a clone's -DestinationSession/-DestinationHostName, a comparison's
+    /// -ReferenceSession/-ReferenceHostName): the same rule, with <paramref name="fallback"/> when neither is given.
+    /// A mistake (closed session, session and host name that disagree) is a terminating error.
+    /// </summary>
+    protected ReplicaSession ResolveSession(ReplicaSession? session, string? hostName, ReplicaSession fallback)
     {
+        if (session is null && string.IsNullOrEmpty(hostName))
+        {
+            return fallback;
+        }
+
         try
         {
-            return HostResolver.Resolve(Session, HostName);
+            return HostResolver.Resolve(session, hostName);
         }
         catch (Exception ex) when (IsReportable(ex))
         {
-            ThrowTerminating(ex, HostName);
+            ThrowTerminating(ex, hostName);
             throw;
         }
     }

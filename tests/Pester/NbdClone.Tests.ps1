@@ -48,10 +48,13 @@ Describe 'Invoke-NbdClone parameters' {
             Should -Throw -ErrorId 'InvalidArgument,*' -ExpectedMessage '*absolute path*'
     }
 
-    It 'refuses both -VMName and -QmpSocket when they differ, and neither' {
+    It 'refuses both -VMName and -QmpSocket, and neither' {
+        # -VMName (set Libvirt) and -QmpSocket (set Qmp) exclude each other: PowerShell's binder refuses before the cmdlet runs.
         { Invoke-NbdClone -VMName vm1 -QmpSocket /run/vm1.qmp -Destination "$TestDrive/c.raw" -Confirm:$false -ErrorAction Stop } |
-            Should -Throw -ErrorId 'InvalidArgument,*' -ExpectedMessage '*either*'
+            Should -Throw -ErrorId 'AmbiguousParameterSet,*'
         { Invoke-NbdClone -Destination "$TestDrive/c.raw" -Confirm:$false -ErrorAction Stop } |
+            Should -Throw -ErrorId 'AmbiguousParameterSet,*'
+        { Invoke-NbdClone -QmpSocket '' -Destination "$TestDrive/c.raw" -Confirm:$false -ErrorAction Stop } |
             Should -Throw -ErrorId 'InvalidArgument,*' -ExpectedMessage '*-VMName*-QmpSocket*'
     }
 
@@ -78,8 +81,8 @@ Describe 'Get-DiskCheckpoint and Remove-DiskCheckpoint parameters' {
         (Get-Command Remove-DiskCheckpoint).Parameters.ContainsKey('WhatIf') | Should -BeTrue
     }
 
-    It 'Remove-DiskCheckpoint -WhatIf runs nothing, also for a piped bare-QEMU checkpoint (VMName equal to QmpSocket)' {
-        $checkpoint = [pscustomobject]@{ VMName = '/nonexistent/vm.qmp'; QmpSocket = '/nonexistent/vm.qmp'; Drive = 'virtio0'; Name = 'rtclone-0123abcd-000001' }
+    It 'Remove-DiskCheckpoint -WhatIf runs nothing, also for a piped bare-QEMU checkpoint (VMName null)' {
+        $checkpoint = [pscustomobject]@{ VMName = $null; QmpSocket = '/nonexistent/vm.qmp'; LibvirtUri = $null; Drive = 'virtio0'; Name = 'rtclone-0123abcd-000001' }
         { $checkpoint | Remove-DiskCheckpoint -WhatIf -ErrorAction Stop } | Should -Not -Throw
     }
 
@@ -133,10 +136,11 @@ Describe 'Cloning a bare QEMU on the local machine' -Skip:(-not (Get-Command qem
         $result.Mode | Should -Be 'Incremental'
         $result.BytesCopied | Should -Be 0
         $result.Checkpoint | Should -BeLike 'rtclone-*-000002'
+        $script:incremental = $result
     }
 
     It 'lists the clone checkpoint from the result through the pipeline' {
-        $checkpoints = @([pscustomobject]@{ QmpSocket = $script:socket; VMName = $script:socket; Drive = 'virtio0' } | Get-DiskCheckpoint -CloneOnly)
+        $checkpoints = @($script:incremental | Get-DiskCheckpoint -CloneOnly)
         $checkpoints.Count | Should -Be 1
         $checkpoints[0].Usable | Should -BeTrue
         $checkpoints[0].Name | Should -BeLike 'rtclone-*-000002'

@@ -13,6 +13,7 @@ public sealed class LibvirtLab : IAsyncDisposable
     public const string Uri = "qemu:///system";
     private readonly List<string> domains = new();
     private bool startedDaemons;
+    private PrivateLibvirtd? privateDaemon;
 
     private LibvirtLab(string directory)
     {
@@ -21,6 +22,29 @@ public sealed class LibvirtLab : IAsyncDisposable
 
     /// <summary>A directory for images that libvirt's QEMU can reach.</summary>
     public string Directory { get; }
+
+    /// <summary>The libvirt connection URI of this lab's domains: <see cref="Uri"/>, or a private daemon's (<see cref="StartPrivateAsync"/>).</summary>
+    public string ConnectionUri => privateDaemon?.Uri ?? Uri;
+
+    /// <summary>
+    /// A lab on a libvirtd of its own (<see cref="PrivateLibvirtd"/>): its domains exist only under <see cref="ConnectionUri"/>,
+    /// a non-default URI, so code that loses the URI on the way fails to find them.
+    /// </summary>
+    public static async Task<LibvirtLab> StartPrivateAsync()
+    {
+        var lab = await StartAsync();
+        try
+        {
+            lab.privateDaemon = await PrivateLibvirtd.StartAsync();
+        }
+        catch
+        {
+            await lab.DisposeAsync();
+            throw;
+        }
+
+        return lab;
+    }
 
     public static async Task<LibvirtLab> StartAsync()
     {
@@ -93,13 +117,13 @@ public sealed class LibvirtLab : IAsyncDisposable
         }
     }
 
-    public string Virsh(params string[] arguments) => Tool.Run("virsh", new[] { "-q", "-c", Uri }.Concat(arguments), TimeSpan.FromMinutes(2));
+    public string Virsh(params string[] arguments) => Tool.Run("virsh", new[] { "-q", "-c", ConnectionUri }.Concat(arguments), TimeSpan.FromMinutes(2));
 
     public void Destroy(string domain)
     {
-        Tool.TryRun("virsh", new[] { "-c", Uri, "domjobabort", domain });
-        Tool.TryRun("virsh", new[] { "-c", Uri, "destroy", domain }, TimeSpan.FromMinutes(1));
-        Tool.TryRun("virsh", new[] { "-c", Uri, "undefine", domain, "--checkpoints-metadata", "--snapshots-metadata" });
+        Tool.TryRun("virsh", new[] { "-c", ConnectionUri, "domjobabort", domain });
+        Tool.TryRun("virsh", new[] { "-c", ConnectionUri, "destroy", domain }, TimeSpan.FromMinutes(1));
+        Tool.TryRun("virsh", new[] { "-c", ConnectionUri, "undefine", domain, "--checkpoints-metadata", "--snapshots-metadata" });
     }
 
     public async ValueTask DisposeAsync()
@@ -107,6 +131,11 @@ public sealed class LibvirtLab : IAsyncDisposable
         foreach (var domain in domains)
         {
             Destroy(domain);
+        }
+
+        if (privateDaemon is not null)
+        {
+            await privateDaemon.DisposeAsync();
         }
 
         if (startedDaemons)

@@ -83,14 +83,12 @@ public sealed class CloneRequest
 }
 
 /// <summary>The outcome of one Invoke-NbdClone run.</summary>
-public sealed class CloneResult
+public sealed record CloneResult : VmObject
 {
-    /// <summary>The libvirt domain name, or the QMP socket path of a bare QEMU.</summary>
-    public required string VMName { get; init; }
-
-    public required VmBackend Backend { get; init; }
-
-    public required string Drive { get; init; }
+    public CloneResult(VmTarget target)
+        : base(target)
+    {
+    }
 
     /// <summary>The clone's path on the destination host.</summary>
     public required string Destination { get; init; }
@@ -142,17 +140,9 @@ public sealed class CloneResult
 
     public DateTimeOffset StartTime { get; init; }
 
-    /// <summary>The VM host's session (so results pipe into Get-DiskCheckpoint).</summary>
-    public ReplicaSession? Session { get; init; }
-
-    public string HostName => Session?.HostName ?? "localhost";
-
     public ReplicaSession? DestinationSession { get; init; }
 
-    /// <summary>Set for a bare QEMU VM, so the result pipes into the checkpoint cmdlets.</summary>
-    public string? QmpSocket => Backend == VmBackend.Qmp ? VMName : null;
-
-    public override string ToString() => $"{VMName}/{Drive} -> {DestinationHost}:{Destination} ({Mode}, {ByteSizeText(BytesCopied)} copied)";
+    public override string ToString() => $"{VM}/{Drive} -> {DestinationHost}:{Destination} ({Mode}, {ByteSizeText(BytesCopied)} copied)";
 
     private static string ByteSizeText(long bytes) => $"{bytes / 1048576.0:0.#} MiB";
 }

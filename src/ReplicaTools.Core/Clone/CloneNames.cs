@@ -2,7 +2,6 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.RegularExpressions;
-using ReplicaTools.Core.Libvirt;
 using ReplicaTools.Core.Qemu;
 
 namespace ReplicaTools.Core.Clone;
@@ -72,7 +71,7 @@ public static partial class CloneNames
     /// <summary>A short stable key of a VM (and drive) for scratch and lock file names: the first 10 hex digits of a SHA-256.</summary>
     public static string VmKey(VirtualMachine vm, string? drive = null)
     {
-        var identity = vm is LibvirtVirtualMachine libvirt ? $"libvirt\n{libvirt.ConnectionUri}\n{libvirt.DomainName}" : $"qmp\n{vm.Name}";
+        var identity = vm.Target.Identity;
         if (drive is not null)
         {
             identity += "\n" + drive;

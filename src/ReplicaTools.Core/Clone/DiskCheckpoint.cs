@@ -1,5 +1,4 @@
 using ReplicaTools.Core.Qemu;
-using ReplicaTools.Core.Remote;
 
 namespace ReplicaTools.Core.Clone;
 
@@ -7,15 +6,14 @@ namespace ReplicaTools.Core.Clone;
 /// A point in time from which changed blocks are tracked on a disk: a libvirt checkpoint, or a QEMU dirty bitmap of a
 /// bare QEMU. Invoke-NbdClone names its checkpoints rtclone-CHAIN-GENERATION.
 /// </summary>
-public sealed class DiskCheckpoint
+public sealed record DiskCheckpoint : VmObject
 {
-    /// <summary>The libvirt domain name, or the QMP socket path.</summary>
-    public required string VMName { get; init; }
+    public DiskCheckpoint(VmTarget target)
+        : base(target)
+    {
+    }
 
-    public required VmBackend Backend { get; init; }
-
-    public required string Drive { get; init; }
-
+    /// <summary>The checkpoint's name (rtclone-CHAIN-GENERATION for Invoke-NbdClone's).</summary>
     public required string Name { get; init; }
 
     /// <summary>The dirty bitmap behind it (libvirt names it after the checkpoint).</summary>
@@ -58,12 +56,5 @@ public sealed class DiskCheckpoint
 
     public long Generation => CloneNames.TryParseCheckpoint(Name, out _, out var generation) ? generation : 0;
 
-    public ReplicaSession? Session { get; init; }
-
-    public string HostName => Session?.HostName ?? "localhost";
-
-    /// <summary>Set for a bare QEMU VM, so the object pipes into Remove-DiskCheckpoint.</summary>
-    public string? QmpSocket => Backend == VmBackend.Qmp ? VMName : null;
-
-    public override string ToString() => $"{VMName}/{Drive}: {Name}";
+    public override string ToString() => $"{VM}/{Drive}: {Name}";
 }

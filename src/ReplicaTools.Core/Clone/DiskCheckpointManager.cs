@@ -1,4 +1,4 @@
-using ReplicaTools.Core.Libvirt;
+using ReplicaTools.Core.Operations;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 
@@ -21,7 +21,7 @@ public static class DiskCheckpointManager
         var all = new List<DiskCheckpoint>();
         foreach (var name in drives)
         {
-            await using var source = PointInTimeSource.Create(vm, "/var/tmp");
+            await using var source = vm.CreatePointInTimeSource("/var/tmp");
             await source.OpenAsync(name, cancellationToken).ConfigureAwait(false);
             all.AddRange(await source.GetCheckpointsAsync(cancellationToken).ConfigureAwait(false));
         }
@@ -32,10 +32,8 @@ public static class DiskCheckpointManager
         return list;
     }
 
-    /// <summary>The command that removes a checkpoint, for -WhatIf.</summary>
-    public static string DescribeRemoval(VirtualMachine vm, string name) => vm is LibvirtVirtualMachine libvirt
-        ? $"[{vm.Host.Name}] {libvirt.Virsh("checkpoint-delete", "--", libvirt.DomainName, name).CommandLine}"
-        : $"[{vm.Host.Name}] QMP {vm.Name}: block-dirty-bitmap-remove {name}";
+    /// <summary>The command that removes a checkpoint, for -WhatIf; nothing is contacted.</summary>
+    public static PlannedCommand PlanRemoval(VirtualMachine vm, string? drive, string name) => vm.CreatePointInTimeSource("/var/tmp").PlanRemoveCheckpoint(drive, name);
 
     /// <summary>
     /// Removes the checkpoint <paramref name="name"/> of <paramref name="drive"/>; a missing one is an error naming the ones
@@ -44,7 +42,7 @@ public static class DiskCheckpointManager
     public static async Task RemoveAsync(VirtualMachine vm, string? drive, string name, CancellationToken cancellationToken = default,
         string stateDirectory = CloneChainRecord.DefaultStateDirectory)
     {
-        await using var source = PointInTimeSource.Create(vm, "/var/tmp");
+        await using var source = vm.CreatePointInTimeSource("/var/tmp");
         await source.OpenAsync(drive, cancellationToken).ConfigureAwait(false);
         var checkpoints = await source.GetCheckpointsAsync(cancellationToken).ConfigureAwait(false);
         var checkpoint = checkpoints.FirstOrDefault(c => c.Name == name)

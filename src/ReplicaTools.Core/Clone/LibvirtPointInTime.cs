@@ -3,6 +3,7 @@ using System.Security;
 using System.Text;
 using System.Xml.Linq;
 using ReplicaTools.Core.Libvirt;
+using ReplicaTools.Core.Operations;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 
@@ -132,10 +133,8 @@ public sealed class LibvirtPointInTime : PointInTimeSource
 
         var size = (string?)disk.Attribute("size");
         var created = (string?)xml.Element("creationTime");
-        return new DiskCheckpoint
+        return new DiskCheckpoint(Vm.Target)
         {
-            VMName = Vm.Name,
-            Backend = VmBackend.Libvirt,
             Drive = Disk.Drive,
             Name = name,
             Bitmap = (string?)disk.Attribute("bitmap") ?? name,
@@ -146,7 +145,6 @@ public sealed class LibvirtPointInTime : PointInTimeSource
             CreationTime = created is null ? null : DateTimeOffset.FromUnixTimeSeconds(long.Parse(created, CultureInfo.InvariantCulture)),
             Parent = (string?)xml.Element("parent")?.Element("name"),
             Problem = size is null ? "its bitmap is missing or inconsistent in the image (QEMU was killed, or the image was replaced)" : null,
-            Session = Vm.Session,
         };
     }
 
@@ -415,11 +413,44 @@ public sealed class LibvirtPointInTime : PointInTimeSource
         }
     }
 
+    public override IReadOnlyList<PlannedCommand> PlanStart(string? drive, string address, bool incremental, bool createsCheckpoint)
+    {
+        var files = $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-RUN";
+        var steps = new List<PlannedCommand>();
+        if (createsCheckpoint)
+        {
+            steps.Add(new(Host.Name, WriteFileCommand(files + ".checkpoint.xml", string.Empty), $"write the definition of the new checkpoint CHECKPOINT (a bitmap on disk {PlannedDrive(drive)})"));
+        }
+
+        steps.Add(new(Host.Name, WriteFileCommand(files + ".backup.xml", string.Empty),
+            $"write the pull-mode backup definition: disk {PlannedDrive(drive)}{(incremental ? ", incremental from BASE" : string.Empty)}, NBD on {address}:PORT, scratch file {CloneNames.ScratchFile(ScratchDirectory, VmKey, "RUN")}"));
+        var begin = new List<string> { "backup-begin", "--", domain.DomainName, files + ".backup.xml" };
+        if (createsCheckpoint)
+        {
+            begin.Add(files + ".checkpoint.xml");
+        }
+
+        steps.Add(new(Host.Name, domain.Virsh(begin, TimeSpan.FromMinutes(2)), "freeze the point in time and export it read-only over NBD"));
+        return steps;
+    }
+
+    public override IReadOnlyList<PlannedCommand> PlanStop() => new PlannedCommand[]
+    {
+        new(Host.Name, domain.Virsh("domjobabort", "--", domain.DomainName), "end the backup job (libvirt deletes the scratch file)"),
+        new(Host.Name, new CommandSpec("rm", "-f", "--", $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-RUN.backup.xml", $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-RUN.checkpoint.xml"), "delete the definitions"),
+    };
+
+    public override PlannedCommand PlanRemoveCheckpoint(string? drive, string name) =>
+        new(Host.Name, domain.Virsh("checkpoint-delete", "--", domain.DomainName, name), $"delete the checkpoint (and its bitmaps)");
+
+    private static CommandSpec WriteFileCommand(string path, string content) =>
+        new("sh", "-c", "cat > \"$1\"", "rt", path) { StandardInput = Encoding.UTF8.GetBytes(content), Timeout = TimeSpan.FromMinutes(1) };
+
     private static CommandSpec Lenient(CommandSpec spec) => new(spec.Arguments) { Timeout = spec.Timeout, ThrowOnFailure = false };
 
     private async Task WriteFileAsync(string path, string content, CancellationToken cancellationToken)
     {
         xmlFiles.Add(path);
-        await Host.RunAsync(new CommandSpec("sh", "-c", "cat > \"$1\"", "rt", path) { StandardInput = Encoding.UTF8.GetBytes(content), Timeout = TimeSpan.FromMinutes(1) }, cancellationToken).ConfigureAwait(false);
+        await Host.RunAsync(WriteFileCommand(path, content), cancellationToken).ConfigureAwait(false);
     }
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using ReplicaTools.Core.Operations;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 
@@ -42,34 +43,33 @@ public sealed class NbdCloneOperation
     private void Progress(string status, int percent) =>
         reporter.Progress(new OperationProgress("Invoke-NbdClone", status, Math.Clamp(percent, 0, 100)));
 
-    /// <summary>What the run will do on which host, for -WhatIf (ports, run ids and the chosen mode are decided at run time).</summary>
-    public IReadOnlyList<string> DescribePlan()
+    /// <summary>
+    /// What the run will do on which host, for -WhatIf; nothing is contacted. Ports, run ids (RUN), the chosen mode and
+    /// the checkpoints (BASE, CHECKPOINT, CHAIN) are decided at run time and appear as placeholders.
+    /// </summary>
+    public IReadOnlyList<PlannedCommand> DescribePlan()
     {
         var vm = Request.VirtualMachine;
-        var vmHost = vm.Host.Name;
-        var destHost = Request.DestinationSession.Host.Name;
-        var drive = Request.Drive ?? "(its only disk)";
+        var destination = Request.DestinationSession.Host;
         var target = Request.Destination + CloneDestination.PartialSuffix;
-        var export = $"nbd://{Request.ExportAddress ?? "ADDRESS"}:PORT/{CloneNames.Prefix}RUN";
-        var lines = new List<string>
-        {
-            $"[{vmHost}] check {vm.DisplayName} for stale clone state{(Request.Repair ? " and repair it" : string.Empty)}",
-            vm.Backend == VmBackend.Libvirt
-                ? $"[{vmHost}] virsh backup-begin {vm.Name} (pull mode, disk {drive}, scratch in {Request.ScratchDirectory}, new checkpoint rtclone-CHAIN-GEN for qcow2)"
-                : $"[{vmHost}] QMP {vm.Name}: nbd-server-start; transaction(bitmap rotation, blockdev-backup sync=none, disk {drive}); block-export-add (read-only)",
-            Request.Incremental
-                ? $"[{destHost}] {NbdCloneCopier.Python} -c DIRTY-EXTENT-COPIER {export} qemu:dirty-bitmap:CHECKPOINT {target}"
-                : $"[{destHost}] nbdcopy -C {Request.Connections ?? Math.Max(2, Environment.ProcessorCount)} -T {Request.Connections ?? Math.Max(2, Environment.ProcessorCount)} --flush --progress=1 -- {export} {target}",
-        };
+        var export = $"nbd://{Request.ExportAddress ?? "ADDRESS"}:PORT/{CloneNames.Export("RUN")}";
+        var source = vm.CreatePointInTimeSource(Request.ScratchDirectory);
+        var copier = new Nbd.NbdCopier(destination);
+        var plan = new List<PlannedCommand>(source.PlanStart(Request.Drive, Request.ExportAddress ?? "ADDRESS", Request.Incremental, createsCheckpoint: true));
+        plan.Add(Request.Incremental
+            ? new PlannedCommand(destination.Name, new CommandSpec(NbdCloneCopier.Python, "-c", "DIRTY-EXTENT-COPIER", export, "qemu:dirty-bitmap:BASE", target), "copy the blocks written since BASE into the previous clone")
+            : new PlannedCommand(destination.Name, copier.BuildNbdCopyCommand(export, target, Request.Connections ?? Math.Max(2, Environment.ProcessorCount)), "copy the point in time (allocated data only)"));
         if (Request.Verify)
         {
-            lines.Add($"[{vmHost}] checksum {export}; [{destHost}] checksum {target}");
+            plan.Add(new PlannedCommand(vm.Host.Name, new CommandSpec(NbdCloneCopier.Python, "-c", "sha256-checksum", export), "checksum the point in time"));
+            plan.Add(new PlannedCommand(destination.Name, new CommandSpec(NbdCloneCopier.Python, "-c", "sha256-checksum", target), "checksum the copy; it is promoted only if both match"));
         }
 
-        lines.Add(vm.Backend == VmBackend.Libvirt ? $"[{vmHost}] virsh domjobabort {vm.Name}" : $"[{vmHost}] QMP {vm.Name}: block-export-del; job-cancel; blockdev-del; nbd-server-stop");
-        lines.Add($"[{destHost}] {PosixShell.Join(new[] { "mv", "-f", "-T", "--", target, Request.Destination })}; write {Request.Destination}{CloneDestination.SidecarSuffix}");
-        lines.Add($"[{vmHost}] delete the previous checkpoint of the destination's chain");
-        return lines;
+        plan.AddRange(source.PlanStop());
+        plan.Add(new PlannedCommand(destination.Name, new CommandSpec("mv", "-f", "-T", "--", target, Request.Destination), "promote the copy to its name"));
+        plan.Add(new PlannedCommand(destination.Name, new CommandSpec("sh", "-c", "cat > \"$1\"", "rt", Request.Destination + CloneDestination.SidecarSuffix), "write the clone's metadata (chain, checkpoint, file identity)"));
+        plan.Add(source.PlanRemoveCheckpoint(Request.Drive, CloneNames.Prefix + "CHAIN-PREVIOUS") with { Purpose = "delete the previous checkpoint of the destination's chain" });
+        return plan;
     }
 
     public async Task<CloneResult> RunAsync(CancellationToken cancellationToken)
@@ -88,7 +88,7 @@ public sealed class NbdCloneOperation
         var destinationLocking = LockAsync(destinationHost, DestinationLockPath, owner, $"the destination '{Request.Destination}'", cancellationToken);
         await using var vmLock = await ReleaseOnFailureAsync(vmLocking, destinationLocking).ConfigureAwait(false);
         await using var destinationLock = await destinationLocking.ConfigureAwait(false);
-        await using var source = PointInTimeSource.Create(vm, Request.ScratchDirectory);
+        await using var source = vm.CreatePointInTimeSource(Request.ScratchDirectory);
         var destination = new CloneDestination(destinationHost, Request.Destination);
         var opening = source.OpenAsync(Request.Drive, cancellationToken);
         var inspecting = InspectAsync(destination, cancellationToken);
@@ -263,10 +263,8 @@ public sealed class NbdCloneOperation
             reporter.Progress(new OperationProgress("Invoke-NbdClone", "Done", 100, Completed: true));
             var duration = clock.Elapsed;
             var copied = outcome.BytesCopied >= 0 ? outcome.BytesCopied : export.Size;
-            return new CloneResult
+            return new CloneResult(vm.Target)
             {
-                VMName = vm.Name,
-                Backend = vm.Backend,
                 Drive = source.Disk.Drive,
                 Destination = destination.Path,
                 DestinationHost = destinationHost.Name,
@@ -285,7 +283,6 @@ public sealed class NbdCloneOperation
                 Copier = outcome.Copier,
                 Generation = generation,
                 StartTime = started,
-                Session = vm.Session,
                 DestinationSession = Request.DestinationSession,
             };
         }

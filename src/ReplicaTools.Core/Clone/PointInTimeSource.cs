@@ -1,4 +1,4 @@
-using ReplicaTools.Core.Libvirt;
+using ReplicaTools.Core.Operations;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 
@@ -45,13 +45,6 @@ public abstract class PointInTimeSource : IAsyncDisposable
     /// <summary>The checkpoint this run created (null before Start, or for raw disks).</summary>
     public string? NewCheckpoint { get; protected set; }
 
-    public static PointInTimeSource Create(VirtualMachine vm, string scratchDirectory) => vm switch
-    {
-        LibvirtVirtualMachine libvirt => new LibvirtPointInTime(libvirt, scratchDirectory),
-        QmpVirtualMachine qmp => new QmpPointInTime(qmp, scratchDirectory),
-        _ => throw new ArgumentException($"Unsupported VM type {vm.GetType().Name}."),
-    };
-
     /// <summary>Checks the VM runs and finds the disk.</summary>
     public abstract Task OpenAsync(string? drive, CancellationToken cancellationToken);
 
@@ -88,6 +81,22 @@ public abstract class PointInTimeSource : IAsyncDisposable
 
     /// <summary>Removes one checkpoint (Remove-DiskCheckpoint).</summary>
     public abstract Task RemoveCheckpointAsync(string name, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// What <see cref="StartAsync"/> runs on the VM host, for -WhatIf; nothing is contacted. What is decided at run time
+    /// appears as a placeholder: RUN (the run id), PORT, SIZE, NODE(drive), BASE (the checkpoint an incremental starts from),
+    /// CHECKPOINT (the new one).
+    /// </summary>
+    public abstract IReadOnlyList<PlannedCommand> PlanStart(string? drive, string address, bool incremental, bool createsCheckpoint);
+
+    /// <summary>What <see cref="StopAsync"/> runs on the VM host, for -WhatIf (placeholders as in <see cref="PlanStart"/>).</summary>
+    public abstract IReadOnlyList<PlannedCommand> PlanStop();
+
+    /// <summary>The command that removes checkpoint <paramref name="name"/> of <paramref name="drive"/>, for -WhatIf; nothing is contacted.</summary>
+    public abstract PlannedCommand PlanRemoveCheckpoint(string? drive, string name);
+
+    /// <summary>How plans name the disk before it is resolved.</summary>
+    protected static string PlannedDrive(string? drive) => drive ?? "the only disk";
 
     public virtual ValueTask DisposeAsync()
     {

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using ReplicaTools.Core.Operations;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 
@@ -265,10 +266,8 @@ public sealed class QmpPointInTime : PointInTimeSource
                     : !recording && !busy ? "disabled: it stopped recording writes (an interrupted rotation)"
                     : !persistent ? "not persistent: it is lost when QEMU stops"
                     : null;
-                list.Add(new DiskCheckpoint
+                list.Add(new DiskCheckpoint(Vm.Target)
                 {
-                    VMName = Vm.Name,
-                    Backend = VmBackend.Qmp,
                     Drive = Disk.Drive,
                     Name = name,
                     Bitmap = name,
@@ -278,7 +277,6 @@ public sealed class QmpPointInTime : PointInTimeSource
                     Granularity = bitmap.GetProperty("granularity").GetInt64(),
                     Usable = problem is null,
                     Problem = problem,
-                    Session = Vm.Session,
                 });
             }
         }
@@ -573,6 +571,53 @@ public sealed class QmpPointInTime : PointInTimeSource
 
         await base.DisposeAsync().ConfigureAwait(false);
     }
+
+    public override IReadOnlyList<PlannedCommand> PlanStart(string? drive, string address, bool incremental, bool createsCheckpoint)
+    {
+        var node = $"NODE({PlannedDrive(drive)})";
+        var actions = new JsonArray();
+        if (incremental)
+        {
+            actions.Add(Action("block-dirty-bitmap-disable", new JsonObject { ["node"] = node, ["name"] = "BASE" }));
+        }
+
+        if (createsCheckpoint)
+        {
+            actions.Add(Action("block-dirty-bitmap-add", new JsonObject { ["node"] = node, ["name"] = "CHECKPOINT", ["persistent"] = true }));
+        }
+
+        actions.Add(Action("blockdev-backup", new JsonObject { ["job-id"] = CloneNames.Job("RUN"), ["device"] = node, ["target"] = CloneNames.FleeceNode("RUN"), ["sync"] = "none", ["filter-node-name"] = CloneNames.FilterNode("RUN") }));
+        var export = new JsonObject { ["type"] = "nbd", ["id"] = CloneNames.ExportId("RUN"), ["node-name"] = CloneNames.FleeceNode("RUN"), ["name"] = CloneNames.Export("RUN"), ["writable"] = false };
+        if (incremental)
+        {
+            export["bitmaps"] = new JsonArray(JsonValue.Create("BASE"));
+        }
+
+        var scratch = CloneNames.ScratchFile(ScratchDirectory, VmKey, "RUN");
+        return new[]
+        {
+            new PlannedCommand(Host.Name, new CommandSpec("qemu-img", "create", "-q", "-f", "qcow2", scratch, "SIZE"), "create the scratch image (old data of blocks the guest overwrites)"),
+            PlanQmp("nbd-server-start", new JsonObject { ["addr"] = new JsonObject { ["type"] = "inet", ["data"] = new JsonObject { ["host"] = address, ["port"] = "PORT" } } }, "start QEMU's NBD server"),
+            PlanQmp("blockdev-add", new JsonObject { ["driver"] = "qcow2", ["node-name"] = CloneNames.FleeceNode("RUN"), ["file"] = new JsonObject { ["driver"] = "file", ["filename"] = scratch }, ["backing"] = node }, "add the scratch node over the live disk"),
+            PlanQmp("transaction", new JsonObject { ["actions"] = actions }, "freeze the point in time (fleecing) and rotate the checkpoint in one step"),
+            PlanQmp("block-export-add", export, "export the point in time read-only"),
+        };
+    }
+
+    public override IReadOnlyList<PlannedCommand> PlanStop() => new[]
+    {
+        PlanQmp("block-export-del", new JsonObject { ["id"] = CloneNames.ExportId("RUN"), ["mode"] = "hard" }, "end the export"),
+        PlanQmp("job-cancel", new JsonObject { ["id"] = CloneNames.Job("RUN") }, "end the fleecing job"),
+        PlanQmp("blockdev-del", new JsonObject { ["node-name"] = CloneNames.FleeceNode("RUN") }, "remove the scratch node"),
+        PlanQmp("nbd-server-stop", null, "stop QEMU's NBD server"),
+        new PlannedCommand(Host.Name, new CommandSpec("rm", "-f", "--", CloneNames.ScratchFile(ScratchDirectory, VmKey, "RUN")), "delete the scratch image"),
+    };
+
+    public override PlannedCommand PlanRemoveCheckpoint(string? drive, string name) =>
+        PlanQmp("block-dirty-bitmap-remove", new JsonObject { ["node"] = $"NODE({PlannedDrive(drive)})", ["name"] = name }, "delete the checkpoint (a persistent dirty bitmap)");
+
+    private PlannedCommand PlanQmp(string command, JsonObject? arguments, string purpose) =>
+        PlannedCommand.ForQmp(Host.Name, new QmpCommand(qmpVm.SocketPath, command, arguments), purpose);
 
     private static JsonObject Action(string type, JsonObject data) => new() { ["type"] = type, ["data"] = data };
 

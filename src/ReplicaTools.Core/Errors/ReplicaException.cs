@@ -27,6 +27,7 @@ public enum ReplicaErrorCategory
     ProtocolError,
     LimitsExceeded,
     NotImplemented,
+    PermissionDenied,
 }
 
 /// <summary>Base of every error the core reports: carries an ErrorId, a category and the host it concerns.</summary>

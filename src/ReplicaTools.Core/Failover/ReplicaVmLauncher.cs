@@ -5,6 +5,7 @@ using System.Text.RegularExpressions;
 using System.Xml.Linq;
 using ReplicaTools.Core.Libvirt;
 using ReplicaTools.Core.Mirror;
+using ReplicaTools.Core.Operations;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 using ReplicaTools.Core.Storage;
@@ -44,27 +45,18 @@ public sealed class DiskCopyReport
     public override string ToString() => $"#{Preference} {Location}: {Status}{(Reason.Length > 0 ? " (" + Reason + ")" : string.Empty)}";
 }
 
-/// <summary>What Start-ReplicaVM did: which copy the VM runs on and why the others were skipped.</summary>
-public sealed class ReplicaVmStartResult
+/// <summary>What Start-ReplicaVM did: which copy the VM runs on and why the others were skipped. Pipes into every VM cmdlet.</summary>
+public sealed record ReplicaVmStartResult : VmObject
 {
-    public required string Name { get; init; }
-
-    public VmBackend Backend { get; init; }
-
-    /// <summary>The libvirt domain (libvirt only); pipes into the mirror cmdlets.</summary>
-    public string? VMName { get; init; }
-
-    /// <summary>The bare QEMU's QMP socket (QEMU only); pipes into the mirror cmdlets.</summary>
-    public string? QmpSocket { get; init; }
-
-    public string? LibvirtUri { get; init; }
+    public ReplicaVmStartResult(VmTarget target)
+        : base(target)
+    {
+    }
 
     public string? PidFile { get; init; }
 
+    /// <summary>The bare QEMU's process id on the host, read from its pid file; null for libvirt or when unknown (never 0).</summary>
     public int? ProcessId { get; init; }
-
-    /// <summary>The drive the disk is attached as: virtio0 (QEMU) or the target, e.g. vda (libvirt).</summary>
-    public required string Drive { get; init; }
 
     public required string UsedCopy { get; init; }
 
@@ -75,14 +67,10 @@ public sealed class ReplicaVmStartResult
 
     public required IReadOnlyList<DiskCopyReport> Copies { get; init; }
 
-    public required ReplicaSession Session { get; init; }
-
-    public string HostName => Session.IsLocal ? "localhost" : Session.HostName;
-
     /// <summary>One line per skipped copy: why it was not used.</summary>
     public string SkippedReasons => string.Join("; ", Copies.Where(c => c.Status == DiskCopyStatus.Skipped).Select(c => $"#{c.Preference} {c.Location}: {c.Reason}"));
 
-    public override string ToString() => $"{Name} on {HostName} from #{UsedPreference} {UsedCopy}";
+    public override string ToString() => $"{VM} on {HostName} from #{UsedPreference} {UsedCopy}";
 }
 
 /// <summary>Which VM to start and how; the disk copies in order of preference.</summary>
@@ -122,10 +110,13 @@ public sealed class ReplicaVmRequest
     /// <summary>libvirt: define the domain (persistent) instead of creating a transient one.</summary>
     public bool Persistent { get; init; }
 
-    /// <summary>libvirt: the target (vda ...) of the template's disk to replace; default its first disk.</summary>
+    /// <summary>libvirt: the target (vda ...) of the template's disk to replace, default its first disk; bare QEMU: the disk's device id, default virtio0.</summary>
     public string? Drive { get; init; }
 
     public VmBackend Backend => DomainXml is not null ? VmBackend.Libvirt : VmBackend.Qmp;
+
+    /// <summary>The VM this request starts, on <paramref name="session"/>: the libvirt domain <see cref="Name"/>, or the QEMU at <see cref="QmpSocket"/>.</summary>
+    internal VmTarget TargetOn(ReplicaSession session) => Backend == VmBackend.Libvirt ? VmTarget.Libvirt(session, Name, LibvirtUri) : VmTarget.Qmp(session, QmpSocket!);
 }
 
 /// <summary>The start command for the copy that will be used, decided before anything runs (for -WhatIf).</summary>
@@ -138,7 +129,7 @@ public sealed class ReplicaVmPlan
     /// <summary>Index into <see cref="Copies"/> of the first usable copy, or -1.</summary>
     public int Candidate { get; init; }
 
-    public required IReadOnlyList<PlanStep> Steps { get; init; }
+    public required IReadOnlyList<PlannedCommand> Steps { get; init; }
 
     /// <summary>libvirt: a domain of that name was already defined (so a failed start must not undefine it).</summary>
     internal bool DomainExisted { get; init; }
@@ -171,11 +162,11 @@ public sealed partial class ReplicaVmLauncher
         {
             if (await ProbeAsync(request, copies[i], cancellationToken).ConfigureAwait(false))
             {
-                return new ReplicaVmPlan { Request = request, Copies = copies, Candidate = i, Steps = StartSteps(request, request.Copies[i], copies[i].Format!).Steps, DomainExisted = existed };
+                return new ReplicaVmPlan { Request = request, Copies = copies, Candidate = i, Steps = StartSteps(request, request.Copies[i], copies[i].Format!), DomainExisted = existed };
             }
         }
 
-        return new ReplicaVmPlan { Request = request, Copies = copies, Candidate = -1, Steps = Array.Empty<PlanStep>(), DomainExisted = existed };
+        return new ReplicaVmPlan { Request = request, Copies = copies, Candidate = -1, Steps = Array.Empty<PlannedCommand>(), DomainExisted = existed };
     }
 
     public async Task<ReplicaVmStartResult> StartAsync(ReplicaVmPlan plan, CancellationToken cancellationToken = default)
@@ -211,7 +202,7 @@ public sealed partial class ReplicaVmLauncher
         if (request.Backend == VmBackend.Libvirt && request.Persistent && !plan.DomainExisted && plan.Candidate >= 0)
         {
             // A failed start must not leave a definition behind that points at an unusable copy.
-            var vm = new LibvirtVirtualMachine(Session, request.Name, request.LibvirtUri);
+            var vm = (LibvirtVirtualMachine)request.TargetOn(Session).Open();
             await Host.RunAsync(new CommandSpec(vm.Virsh("undefine", "--", request.Name).Arguments) { ThrowOnFailure = false, Timeout = TimeSpan.FromMinutes(1) }, cancellationToken).ConfigureAwait(false);
         }
 
@@ -259,6 +250,11 @@ public sealed partial class ReplicaVmLauncher
             throw new ArgumentException("A bare QEMU needs -QmpSocket: the absolute path of the QMP socket to create on the VM host.", "QmpSocket");
         }
 
+        if (request.Backend == VmBackend.Qmp && request.Drive is not null && !DevicePattern().IsMatch(request.Drive))
+        {
+            throw new ArgumentException($"-Drive '{request.Drive}' is not a QEMU device id (a letter, then letters, digits, '.', '_' or '-').", "Drive");
+        }
+
         if (request.MemoryMB is < 16 or > 16 * 1024 * 1024 || request.CpuCount is < 1 or > 1024)
         {
             throw new ArgumentException("-MemoryMB must be at least 16 and -CpuCount at least 1.");
@@ -283,7 +279,7 @@ public sealed partial class ReplicaVmLauncher
                 $"A QEMU already answers on {Host.Name}:{request.QmpSocket}; refusing to start '{request.Name}' a second time (two VMs writing one disk corrupt it).", Host.Name, request.QmpSocket);
         }
 
-        var vm = new LibvirtVirtualMachine(Session, request.Name, request.LibvirtUri);
+        var vm = request.TargetOn(Session).Open();
         VmRunState state;
         try
         {
@@ -303,21 +299,25 @@ public sealed partial class ReplicaVmLauncher
         return true;
     }
 
-    private sealed record StartCommands(IReadOnlyList<PlanStep> Steps, IReadOnlyList<CommandSpec> Commands, string Drive);
-
-    private StartCommands StartSteps(ReplicaVmRequest request, ImageLocation copy, string format)
+    /// <summary>The start commands for one copy; the domain XML a libvirt start passes on standard input is shown in the plan.</summary>
+    private IReadOnlyList<PlannedCommand> StartSteps(ReplicaVmRequest request, ImageLocation copy, string format)
     {
         var commands = request.Backend == VmBackend.Qmp ? QemuCommands(request, copy, format) : LibvirtCommands(request, copy, format);
-        return new StartCommands(
-            commands.Specs.Select(c => new PlanStep(Host.Name, string.Empty, c.CommandLine + (c.StandardInput is null ? string.Empty : " <<< " + Encoding.UTF8.GetString(c.StandardInput)))).ToArray(),
-            commands.Specs, commands.Drive);
+        return commands
+            .Select(command => new PlannedCommand(Host.Name, command, $"start '{request.Name}' from {copy}"))
+            .Select(step => step.Command.StandardInput is null ? step : step.ShowingInput())
+            .ToArray();
     }
+
+    /// <summary>The disk's device id in a bare QEMU: -Drive, default virtio0 (its node is drive-ID).</summary>
+    private static string QemuDevice(ReplicaVmRequest request) => request.Drive ?? "virtio0";
 
     private static string PidFileOf(ReplicaVmRequest request) => request.PidFile ?? (request.QmpSocket!.EndsWith(".qmp", StringComparison.Ordinal) ? request.QmpSocket[..^4] : request.QmpSocket) + ".pid";
 
-    private static (IReadOnlyList<CommandSpec> Specs, string Drive) QemuCommands(ReplicaVmRequest request, ImageLocation copy, string format)
+    private static IReadOnlyList<CommandSpec> QemuCommands(ReplicaVmRequest request, ImageLocation copy, string format)
     {
-        var blockdev = new JsonObject { ["driver"] = format, ["node-name"] = "drive-virtio0", ["file"] = copy.ToBlockdevProtocol("drive-virtio0-file") };
+        var device = QemuDevice(request);
+        var blockdev = new JsonObject { ["driver"] = format, ["node-name"] = $"drive-{device}", ["file"] = copy.ToBlockdevProtocol($"drive-{device}-file") };
         var arguments = new List<string>
         {
             request.QemuBinary, "-name", request.Name, "-machine", request.Machine,
@@ -326,7 +326,7 @@ public sealed partial class ReplicaVmLauncher
             "-display", "none", "-daemonize", "-pidfile", PidFileOf(request),
             "-qmp", $"unix:{request.QmpSocket},server=on,wait=off",
             "-blockdev", blockdev.ToJsonString(),
-            "-device", "virtio-blk-pci,drive=drive-virtio0,id=virtio0",
+            "-device", $"virtio-blk-pci,drive=drive-{device},id={device}",
         };
         if (request.Paused)
         {
@@ -336,23 +336,23 @@ public sealed partial class ReplicaVmLauncher
         arguments.AddRange(request.QemuArguments);
 
         // -daemonize returns once the disk is open; a storage server that hangs now would hold it: bounded.
-        return (new[] { new CommandSpec(arguments) { Timeout = TimeSpan.FromSeconds(90) } }, "virtio0");
+        return new[] { new CommandSpec(arguments) { Timeout = TimeSpan.FromSeconds(90) } };
     }
 
-    private (IReadOnlyList<CommandSpec> Specs, string Drive) LibvirtCommands(ReplicaVmRequest request, ImageLocation copy, string format)
+    private IReadOnlyList<CommandSpec> LibvirtCommands(ReplicaVmRequest request, ImageLocation copy, string format)
     {
-        var (xml, drive) = BuildDomainXml(request, copy, format);
-        var vm = new LibvirtVirtualMachine(Session, request.Name, request.LibvirtUri);
+        var xml = BuildDomainXml(request, copy, format).Xml;
+        var vm = (LibvirtVirtualMachine)request.TargetOn(Session).Open();
         var bytes = Encoding.UTF8.GetBytes(xml);
         if (request.Persistent)
         {
             var define = vm.Virsh("define", "/dev/stdin");
             var start = request.Paused ? vm.Virsh("start", "--paused", "--", request.Name) : vm.Virsh("start", "--", request.Name);
-            return (new[] { new CommandSpec(define.Arguments) { Timeout = define.Timeout, StandardInput = bytes }, start }, drive);
+            return new[] { new CommandSpec(define.Arguments) { Timeout = define.Timeout, StandardInput = bytes }, start };
         }
 
         var create = request.Paused ? vm.Virsh("create", "--paused", "/dev/stdin") : vm.Virsh("create", "/dev/stdin");
-        return (new[] { new CommandSpec(create.Arguments) { Timeout = create.Timeout, StandardInput = bytes } }, drive);
+        return new[] { new CommandSpec(create.Arguments) { Timeout = create.Timeout, StandardInput = bytes } };
     }
 
     /// <summary>The template with the VM's name, memory, CPUs and the chosen copy as its disk.</summary>
@@ -416,12 +416,12 @@ public sealed partial class ReplicaVmLauncher
     private async Task<string?> TryStartAsync(ReplicaVmRequest request, ImageLocation copy, string format, CancellationToken cancellationToken)
     {
         OperationContext.Reporter.Progress(new OperationProgress($"Starting {request.Name}", $"Starting from {copy}"));
-        var commands = StartSteps(request, copy, format);
+        var steps = StartSteps(request, copy, format);
         try
         {
-            foreach (var command in commands.Commands)
+            foreach (var step in steps)
             {
-                await Host.RunAsync(command, cancellationToken).ConfigureAwait(false);
+                await Host.RunAsync(step.Command, cancellationToken).ConfigureAwait(false);
             }
         }
         catch (CommandFailedException ex)
@@ -440,23 +440,29 @@ public sealed partial class ReplicaVmLauncher
     {
         if (request.Backend == VmBackend.Libvirt)
         {
-            return new ReplicaVmStartResult
+            return new ReplicaVmStartResult(request.TargetOn(Session))
             {
-                Name = request.Name, Backend = VmBackend.Libvirt, VMName = request.Name, LibvirtUri = request.LibvirtUri ?? LibvirtVirtualMachine.DefaultUri,
                 Drive = BuildDomainXml(request, ImageLocation.Parse(copies[used].Location, "DiskPath"), copies[used].Format ?? "raw").Drive,
-                UsedCopy = copies[used].Location, UsedPreference = used + 1, Copies = copies, Session = Session,
+                UsedCopy = copies[used].Location, UsedPreference = used + 1, Copies = copies,
             };
         }
 
         var pidFile = PidFileOf(request);
         var pidText = await Host.RunAsync(new CommandSpec("cat", "--", pidFile) { Timeout = TimeSpan.FromSeconds(30), ThrowOnFailure = false }, cancellationToken).ConfigureAwait(false);
-        return new ReplicaVmStartResult
+        return new ReplicaVmStartResult(request.TargetOn(Session))
         {
-            Name = request.Name, Backend = VmBackend.Qmp, QmpSocket = request.QmpSocket, PidFile = pidFile,
-            ProcessId = int.TryParse(pidText.StandardOutput.Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var pid) ? pid : null,
-            Drive = "virtio0", UsedCopy = copies[used].Location, UsedPreference = used + 1, Copies = copies, Session = Session,
+            PidFile = pidFile,
+            ProcessId = ParseProcessId(pidText.StandardOutput),
+            Drive = QemuDevice(request), UsedCopy = copies[used].Location, UsedPreference = used + 1, Copies = copies,
         };
     }
+
+    /// <summary>
+    /// A QEMU pid file's content as a process id, or null. Never 0, 1 or negative: PowerShell's Stop-Process -Id 0 (kill(0))
+    /// signals the caller's own process group, so an id that is not the real process's must not reach an output object.
+    /// </summary>
+    internal static int? ParseProcessId(string pidFileContent) =>
+        int.TryParse(pidFileContent.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && pid > 1 ? pid : null;
 
     private static string Short(string text)
     {
@@ -466,4 +472,7 @@ public sealed partial class ReplicaVmLauncher
 
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     private static partial Regex NamePattern();
+
+    [GeneratedRegex("^[A-Za-z][A-Za-z0-9._-]{0,30}$")]
+    private static partial Regex DevicePattern();
 }

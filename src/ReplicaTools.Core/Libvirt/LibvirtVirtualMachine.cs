@@ -9,22 +9,21 @@ public sealed class LibvirtVirtualMachine : VirtualMachine
 {
     public const string DefaultUri = "qemu:///system";
 
+    /// <exception cref="ArgumentException">The domain name is empty.</exception>
     public LibvirtVirtualMachine(ReplicaSession session, string domainName, string? connectionUri = null)
-        : base(session)
+        : this(VmTarget.Libvirt(session, domainName, connectionUri))
     {
-        ArgumentException.ThrowIfNullOrEmpty(domainName);
-        DomainName = domainName;
-        ConnectionUri = string.IsNullOrEmpty(connectionUri) ? DefaultUri : connectionUri;
     }
 
-    public string DomainName { get; }
+    internal LibvirtVirtualMachine(VmTarget target)
+        : base(target)
+    {
+    }
+
+    public string DomainName => Name;
 
     /// <summary>The libvirt connection URI used on the VM host (default qemu:///system).</summary>
-    public string ConnectionUri { get; }
-
-    public override VmBackend Backend => VmBackend.Libvirt;
-
-    public override string Name => DomainName;
+    public string ConnectionUri => Target.LibvirtUri!;
 
     /// <summary>A virsh command against this VM's libvirt: virsh -c URI ARGS.</summary>
     public CommandSpec Virsh(params string[] arguments) => Virsh(arguments, TimeSpan.FromMinutes(2));
@@ -47,6 +46,8 @@ public sealed class LibvirtVirtualMachine : VirtualMachine
     }
 
     public override Mirror.DriveMirrorBackend CreateMirrorBackend() => new Mirror.LibvirtDriveMirror(this);
+
+    public override Clone.PointInTimeSource CreatePointInTimeSource(string scratchDirectory) => new Clone.LibvirtPointInTime(this, scratchDirectory);
 
     public override async Task<VmRunState> GetStateAsync(CancellationToken cancellationToken = default)
     {

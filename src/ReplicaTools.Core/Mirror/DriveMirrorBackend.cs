@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Text.RegularExpressions;
+using ReplicaTools.Core.Operations;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 using ReplicaTools.Core.Storage;
@@ -37,11 +39,11 @@ public sealed class MirrorStopPlan
 
     public bool RemovesDestination { get; init; }
 
-    public required IReadOnlyList<PlanStep> Steps { get; init; }
+    public required IReadOnlyList<PlannedCommand> Steps { get; init; }
 
     public string Action => Pivot ? "Pivot the VM onto the mirror copy" : ClearOnly ? "Clear the failed mirror job" : Cancel ? "Cancel the unfinished mirror (the copy is incomplete)" : "Stop the mirror, keeping a consistent copy";
 
-    public string Describe() => string.Join(Environment.NewLine, Steps.Select(s => s.ToString()));
+    public string Describe() => PlannedCommand.Describe(Steps);
 }
 
 /// <summary>
@@ -49,7 +51,7 @@ public sealed class MirrorStopPlan
 /// QMP) and <see cref="LibvirtDriveMirror"/> (virsh blockcopy, so libvirt keeps ownership of the domain).
 /// Every operation works on fresh connections: nothing is held between cmdlet invocations.
 /// </summary>
-public abstract class DriveMirrorBackend
+public abstract partial class DriveMirrorBackend
 {
     /// <summary>Progress seen by this process, per job: stall detection needs to know since when the offset stands still.</summary>
     private static readonly ConcurrentDictionary<string, (long Offset, DateTimeOffset Since)> History = new();
@@ -187,6 +189,87 @@ public abstract class DriveMirrorBackend
         }
     }
 
+    /// <summary>The destination checks both backends share: probe, existence, size and format. Nothing is changed.</summary>
+    /// <returns>Whether the start creates the destination, and the destination's format.</returns>
+    protected async Task<(bool Create, string Format)> CheckDestinationAsync(VmDisk disk, MirrorStartRequest request, long sourceSize, CancellationToken cancellationToken)
+    {
+        var vm = VirtualMachine;
+        var destination = request.Destination;
+        if (destination.SameImageAs(disk.Source))
+        {
+            throw new DriveMirrorException("DestinationIsSource", ReplicaErrorCategory.InvalidArgument, vm, disk.Drive, destination.Text,
+                $"{vm.DisplayName}: the destination {destination} is the image drive '{disk.Drive}' already uses.");
+        }
+
+        if (request.Format is { } wanted && !FormatPattern().IsMatch(wanted))
+        {
+            throw new ArgumentException($"-Format '{wanted}' is not an image format name (qcow2, raw, vdi ...).", "Format");
+        }
+
+        var probe = await ImageProbe.ProbeAsync(vm.Host, destination, null, false, request.ProbeTimeout, cancellationToken).ConfigureAwait(false);
+        string Fail(string what) => $"{vm.DisplayName}: cannot mirror drive '{disk.Drive}' to {destination}: {what}";
+        switch (probe.Status)
+        {
+            case ImageProbeStatus.Unreachable:
+                throw new DriveMirrorException("DestinationUnreachable", ReplicaErrorCategory.ConnectionError, vm, disk.Drive, destination.Text, Fail(probe.Reason + ". Nothing was started."))
+                {
+                    RecommendedAction = "Check that the destination's storage server runs and exports the path (rpcbind, NFSv3), then start the mirror again.",
+                };
+            case ImageProbeStatus.Unreadable:
+                throw new DriveMirrorException(request.ReuseExisting ? "DestinationUnreadable" : "DestinationExists", ReplicaErrorCategory.InvalidData, vm, disk.Drive, destination.Text,
+                    Fail($"the destination exists but cannot be opened as an image: {probe.Reason}. Nothing was started."));
+            case ImageProbeStatus.Readable when !request.ReuseExisting:
+                throw new DriveMirrorException("DestinationExists", ReplicaErrorCategory.ResourceExists, vm, disk.Drive, destination.Text,
+                    Fail($"it already exists ({probe.Format}, {Text.ByteSize.Format(probe.VirtualSize ?? 0)}). Nothing was started."))
+                {
+                    RecommendedAction = "Pass -ReuseExisting to mirror into it (its content is overwritten), or choose another destination.",
+                };
+            case ImageProbeStatus.Readable:
+                if (probe.VirtualSize != sourceSize)
+                {
+                    var relation = probe.VirtualSize < sourceSize ? "smaller than" : "larger than";
+                    throw new DriveMirrorException("DestinationSizeMismatch", ReplicaErrorCategory.InvalidData, vm, disk.Drive, destination.Text,
+                        Fail($"the existing image is {relation} the source ({probe.VirtualSize} bytes, the source has {sourceSize}); a mirror needs the same virtual size. Nothing was started."))
+                    {
+                        RecommendedAction = $"Resize it (qemu-img resize {destination} {sourceSize}) or let Start-DriveMirror create the destination (leave out -ReuseExisting).",
+                    };
+                }
+
+                if (request.Format is not null && !string.Equals(request.Format, probe.Format, StringComparison.Ordinal))
+                {
+                    throw new DriveMirrorException("DestinationFormatMismatch", ReplicaErrorCategory.InvalidData, vm, disk.Drive, destination.Text,
+                        Fail($"the existing image is {probe.Format}, not {request.Format}. Nothing was started."));
+                }
+
+                return (false, probe.Format ?? request.Format ?? "raw");
+            default:
+                if (request.ReuseExisting)
+                {
+                    throw new DriveMirrorException("DestinationNotFound", ReplicaErrorCategory.ObjectNotFound, vm, disk.Drive, destination.Text,
+                        Fail($"-ReuseExisting was given but {probe.Reason}. Nothing was started."))
+                    {
+                        RecommendedAction = "Leave out -ReuseExisting to have the destination created.",
+                    };
+                }
+
+                if (!destination.IsNfsUrl)
+                {
+                    var directory = await vm.Host.RunAsync(new CommandSpec("test", "-d", destination.Directory!) { ThrowOnFailure = false, Timeout = TimeSpan.FromSeconds(30) }, cancellationToken).ConfigureAwait(false);
+                    if (directory.ExitCode != 0)
+                    {
+                        throw new DriveMirrorException("DestinationDirectoryNotFound", ReplicaErrorCategory.ObjectNotFound, vm, disk.Drive, destination.Text,
+                            Fail($"the directory '{destination.Directory!}' does not exist on host '{vm.Host.Name}'. Nothing was started."));
+                    }
+                }
+
+                var format = request.Format ?? disk.Format ?? throw new ArgumentException($"The format of drive '{disk.Drive}' is unknown; pass -Format.", "Format");
+                return (true, format);
+        }
+    }
+
+    [GeneratedRegex("^[a-z0-9_]{2,16}$")]
+    private static partial Regex FormatPattern();
+
     /// <summary>The id of the job that mirrors <paramref name="drive"/> (QMP job ids: letters, digits, '-', '.', '_').</summary>
     public static string QmpJobId(string drive) => "rt-mirror-" + Token(drive, 100);
 
@@ -209,6 +292,33 @@ public abstract class DriveMirrorBackend
         RecommendedAction = "Get-DriveMirror lists the running mirrors; Start-DriveMirror starts one.",
     };
 
+    /// <summary>A stop or pivot of a job that is not in sync (MirrorNotReady); <paramref name="verb"/> is "pivot" or "stop".</summary>
+    protected static DriveMirrorException NotReady(DriveMirrorJob job, string verb) => new(
+        "MirrorNotReady", ReplicaErrorCategory.InvalidOperation, job,
+        verb == "pivot"
+            ? $"is not in sync yet ({job.PercentComplete:0.#}% copied, {job.State}): a pivot now would switch the VM onto an incomplete copy."
+            : $"is not in sync yet ({job.PercentComplete:0.#}% copied, {job.State}): stopping now leaves an incomplete copy.")
+    {
+        RecommendedAction = verb == "pivot"
+            ? "Wait-DriveMirror until it is Ready, then pivot."
+            : "Wait-DriveMirror until it is Ready for a consistent copy, or pass -Force to cancel (an incomplete destination that Start-DriveMirror created is removed).",
+    };
+
+    /// <summary>After a start failed: removes the destination the plan created; returns "; what happened", or nothing.</summary>
+    protected async Task<string> UndoCreatedDestinationAsync(MirrorPlan plan, CancellationToken cancellationToken) =>
+        plan.CreatesDestination ? "; " + await RemoveCreatedDestinationAsync(plan.Destination, cancellationToken).ConfigureAwait(false) : string.Empty;
+
+    /// <summary>After a cancel or the clearing of a failed job: removes the incomplete destination if the start created it, warns, and returns what happened.</summary>
+    protected async Task<string> SettleIncompleteDestinationAsync(MirrorStopPlan plan, CancellationToken cancellationToken)
+    {
+        var job = plan.Job;
+        var note = plan.RemovesDestination
+            ? await RemoveCreatedDestinationAsync(ImageLocation.Parse(job.Destination!), cancellationToken).ConfigureAwait(false)
+            : $"the incomplete destination {job.Destination} was left in place (Start-DriveMirror did not create it)";
+        OperationContext.Reporter.Warning($"The mirror of {job.VM}:{job.Drive} ended before the copy was complete: {note}.");
+        return note;
+    }
+
     /// <summary>Removes a destination this module created (after a failed start or a forced stop); returns what happened.</summary>
     protected async Task<string> RemoveCreatedDestinationAsync(ImageLocation destination, CancellationToken cancellationToken)
     {
@@ -229,6 +339,10 @@ public abstract class DriveMirrorBackend
             return $"the incomplete destination {destination} could NOT be removed ({ex.Message}); delete it by hand";
         }
     }
+
+    /// <summary>The steps that remove a destination this module created, for a stop plan (see <see cref="RemoveCommands"/>).</summary>
+    protected IEnumerable<PlannedCommand> PlanRemoveDestination(ImageLocation destination) =>
+        RemoveCommands(destination).Select(command => new PlannedCommand(Host.Name, command, "remove the incomplete destination the start created"));
 
     /// <summary>
     /// rm on the VM host for a path. An nfs:// URL cannot be deleted with QEMU's tools (and the VM host may not mount

@@ -1,5 +1,5 @@
+using ReplicaTools.Core.Operations;
 using ReplicaTools.Core.Qemu;
-using ReplicaTools.Core.Remote;
 using ReplicaTools.Core.Storage;
 
 namespace ReplicaTools.Core.Mirror;
@@ -41,18 +41,12 @@ public enum DriveMirrorState
 }
 
 /// <summary>A live mirror of one VM disk to a second image, as the mirror cmdlets report it.</summary>
-public sealed record DriveMirrorJob
+public sealed record DriveMirrorJob : VmObject
 {
-    /// <summary>The libvirt domain; null for a bare QEMU (see <see cref="QmpSocket"/>).</summary>
-    public string? VMName { get; init; }
-
-    /// <summary>The QMP socket of a bare QEMU; null for a libvirt domain.</summary>
-    public string? QmpSocket { get; init; }
-
-    /// <summary>The libvirt connection URI used on the VM host (libvirt only).</summary>
-    public string? LibvirtUri { get; init; }
-
-    public required string Drive { get; init; }
+    public DriveMirrorJob(VmTarget target)
+        : base(target)
+    {
+    }
 
     /// <summary>The image the disk is copied from (as the VM opened it).</summary>
     public string? Source { get; init; }
@@ -88,17 +82,8 @@ public sealed record DriveMirrorJob
     /// <summary>True when Start-DriveMirror created the destination (so an incomplete copy is removed on a forced stop).</summary>
     public bool CreatedDestination { get; init; }
 
-    public VmBackend Backend { get; init; }
-
     /// <summary>QEMU's node name of the image being copied (closed after a pivot).</summary>
     internal string? SourceNode { get; init; }
-
-    public required ReplicaSession Session { get; init; }
-
-    public string HostName => Session.IsLocal ? "localhost" : Session.HostName;
-
-    /// <summary>How messages name the VM: the domain, or the QMP socket.</summary>
-    public string VM => VMName ?? QmpSocket ?? string.Empty;
 
     public override string ToString() => $"{VM}:{Drive} -> {Destination} ({State}, {PercentComplete:0.#}%)";
 }
@@ -125,12 +110,6 @@ public sealed class MirrorStartRequest
     public TimeSpan ProbeTimeout { get; init; } = ImageProbe.DefaultTimeout;
 }
 
-/// <summary>One command of a plan: which host, what it runs (an argument list or a QMP command).</summary>
-public sealed record PlanStep(string HostName, string Channel, string Command)
-{
-    public override string ToString() => $"[{HostName}] {Channel}{Command}";
-}
-
 /// <summary>The commands an operation will run, decided before anything changes: printed for -WhatIf, asserted on in tests.</summary>
 public sealed class MirrorPlan
 {
@@ -153,10 +132,8 @@ public sealed class MirrorPlan
 
     public int BandwidthMBps { get; init; }
 
-    public required IReadOnlyList<PlanStep> Steps { get; init; }
+    /// <summary>The state-changing steps, in order: QMP commands (bare QEMU) or virsh command lines (libvirt). StartAsync runs exactly these.</summary>
+    public required IReadOnlyList<PlannedCommand> Steps { get; init; }
 
-    /// <summary>Backend-specific data the execution needs (the QMP arguments, the virsh argv).</summary>
-    internal object? Payload { get; init; }
-
-    public string Describe() => string.Join(Environment.NewLine, Steps.Select(s => s.ToString()));
+    public string Describe() => PlannedCommand.Describe(Steps);
 }

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Xml.Linq;
 using ReplicaTools.Core.Libvirt;
+using ReplicaTools.Core.Operations;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 using ReplicaTools.Core.Storage;
@@ -45,7 +46,7 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
         }
 
         var sourceSize = await GetCapacityAsync(disk.Drive, cancellationToken).ConfigureAwait(false);
-        var (create, format) = await QmpDriveMirror.CheckDestinationAsync(Vm, disk, request, sourceSize, cancellationToken).ConfigureAwait(false);
+        var (create, format) = await CheckDestinationAsync(disk, request, sourceSize, cancellationToken).ConfigureAwait(false);
         var persistent = await IsPersistentAsync(cancellationToken).ConfigureAwait(false);
 
         // virsh reads everything after "--" as positional: options first.
@@ -92,10 +93,11 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
         var record = new MirrorRecord(disk.Drive, request.Destination.Text, format, create);
         var metadata = await ReadRecordsAsync(cancellationToken).ConfigureAwait(false);
         var setMetadata = MetadataCommand(metadata.Where(r => r.Drive != disk.Drive).Append(record));
-        var steps = new List<PlanStep>
+        var copy = new PlannedCommand(Host.Name, blockcopy, "start the block copy");
+        var steps = new List<PlannedCommand>
         {
-            new(Host.Name, string.Empty, setMetadata.CommandLine),
-            new(Host.Name, string.Empty, blockcopy.CommandLine + (stdin is null ? string.Empty : " <<< " + Encoding.UTF8.GetString(stdin))),
+            new(Host.Name, setMetadata, "record destination, format and creation in the domain's metadata"),
+            stdin is null ? copy : copy.ShowingInput(),
         };
         return new MirrorPlan
         {
@@ -109,13 +111,12 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
             Sync = request.Sync,
             BandwidthMBps = request.BandwidthMBps,
             Steps = steps,
-            Payload = (setMetadata, blockcopy, record),
         };
     }
 
     public override async Task<DriveMirrorJob> StartAsync(MirrorPlan plan, CancellationToken cancellationToken = default)
     {
-        var (setMetadata, blockcopy, record) = ((CommandSpec, CommandSpec, MirrorRecord))plan.Payload!;
+        var (setMetadata, blockcopy) = (plan.Steps[0].Command, plan.Steps[1].Command);
         await Vm.RunVirshAsync(setMetadata, cancellationToken).ConfigureAwait(false);
         string? failure = null;
         try
@@ -139,8 +140,8 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
 
         if (failure is not null)
         {
-            await RemoveRecordAsync(record.Drive, cancellationToken).ConfigureAwait(false);
-            var undo = plan.CreatesDestination ? "; " + await RemoveCreatedDestinationAsync(plan.Destination, cancellationToken).ConfigureAwait(false) : string.Empty;
+            await RemoveRecordAsync(plan.Disk.Drive, cancellationToken).ConfigureAwait(false);
+            var undo = await UndoCreatedDestinationAsync(plan, cancellationToken).ConfigureAwait(false);
             throw new DriveMirrorException("MirrorStartFailed", ReplicaErrorCategory.InvalidOperation, Vm, plan.Disk.Drive, plan.Destination.Text,
                 $"{Vm.DisplayName}: the mirror of drive '{plan.Disk.Drive}' to {plan.Destination} did not start: {failure}{undo}.");
         }
@@ -180,10 +181,8 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
                 state = ready ? DriveMirrorState.Ready : DriveMirrorState.Running;
             }
 
-            result.Add(new DriveMirrorJob
+            result.Add(new DriveMirrorJob(Vm.Target)
             {
-                VMName = Vm.DomainName,
-                LibvirtUri = Vm.ConnectionUri,
                 Drive = disk.Drive,
                 Source = disk.Source,
                 Destination = record?.Destination ?? MirrorDestination(mirror),
@@ -197,8 +196,6 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
                 BandwidthMBps = bandwidth,
                 Error = error,
                 CreatedDestination = record?.Created ?? false,
-                Backend = VmBackend.Libvirt,
-                Session = Vm.Session,
             });
         }
 
@@ -214,7 +211,7 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
     public override async Task<MirrorStopPlan> PlanStopAsync(string? drive, bool pivot, bool force, CancellationToken cancellationToken = default)
     {
         var job = (await QueryAsync(drive, cancellationToken).ConfigureAwait(false)).FirstOrDefault() ?? throw NotFound(drive);
-        var steps = new List<PlanStep>();
+        var steps = new List<PlannedCommand>();
         var clearOnly = job.State == DriveMirrorState.Failed;
         var cancel = false;
         if (pivot && !job.Ready)
@@ -230,15 +227,16 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
             }
 
             cancel = !job.Ready;
-            steps.Add(new PlanStep(Host.Name, string.Empty, Vm.Virsh("blockjob", pivot ? "--pivot" : "--abort", "--", Vm.DomainName, job.Drive).CommandLine));
+            steps.Add(new PlannedCommand(Host.Name, Vm.Virsh("blockjob", pivot ? "--pivot" : "--abort", "--", Vm.DomainName, job.Drive),
+                pivot ? "pivot the VM onto the copy" : cancel ? "abort the copy (it stays incomplete)" : "end the copy, keeping a consistent copy"));
         }
 
         var records = await ReadRecordsAsync(cancellationToken).ConfigureAwait(false);
-        steps.Add(new PlanStep(Host.Name, string.Empty, MetadataCommand(records.Where(r => r.Drive != job.Drive)).CommandLine));
+        steps.Add(new PlannedCommand(Host.Name, MetadataCommand(records.Where(r => r.Drive != job.Drive)), "remove the mirror's record from the domain's metadata"));
         var removes = (cancel || clearOnly) && job.CreatedDestination && job.Destination is not null;
         if (removes)
         {
-            steps.AddRange(RemoveCommands(ImageLocation.Parse(job.Destination!)).Select(c => new PlanStep(Host.Name, string.Empty, c.CommandLine)));
+            steps.AddRange(PlanRemoveDestination(ImageLocation.Parse(job.Destination!)));
         }
 
         return new MirrorStopPlan { Job = job, Pivot = pivot, Cancel = cancel, ClearOnly = clearOnly, RemovesDestination = removes, Steps = steps };
@@ -287,10 +285,7 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
             return Copy(job, DriveMirrorState.Stopped, null);
         }
 
-        var note = plan.RemovesDestination
-            ? await RemoveCreatedDestinationAsync(ImageLocation.Parse(job.Destination!), cancellationToken).ConfigureAwait(false)
-            : $"the incomplete destination {job.Destination} was left in place (Start-DriveMirror did not create it)";
-        OperationContext.Reporter.Warning($"The mirror of {job.VM}:{job.Drive} ended before the copy was complete: {note}.");
+        var note = await SettleIncompleteDestinationAsync(plan, cancellationToken).ConfigureAwait(false);
         return Copy(job, plan.ClearOnly ? DriveMirrorState.Failed : DriveMirrorState.Cancelled, plan.ClearOnly ? $"{job.Error}; {note}" : $"cancelled before sync; {note}");
     }
 
@@ -299,17 +294,6 @@ public sealed class LibvirtDriveMirror : DriveMirrorBackend
     {
         RecommendedAction = $"To slow the copy down instead, limit its bandwidth: virsh blockjob {Vm.DomainName} {job.Drive} --bandwidth MIB_PER_SECOND " +
                             "(or start the mirror with -BandwidthMBps). To free the drive, Stop-DriveMirror.",
-    };
-
-    private static DriveMirrorException NotReady(DriveMirrorJob job, string verb) => new(
-        "MirrorNotReady", ReplicaErrorCategory.InvalidOperation, job,
-        verb == "pivot"
-            ? $"is not in sync ({job.PercentComplete:0.#}% copied, {job.State}): a pivot now would switch the VM onto an incomplete copy."
-            : $"is not in sync yet ({job.PercentComplete:0.#}% copied, {job.State}): stopping now leaves an incomplete copy.")
-    {
-        RecommendedAction = verb == "pivot"
-            ? "Wait-DriveMirror until it is Ready, then pivot."
-            : "Wait-DriveMirror until it is Ready for a consistent copy, or pass -Force to cancel (an incomplete destination that Start-DriveMirror created is removed).",
     };
 
     /// <summary>libvirt's QEMU job id for a copy: copy-&lt;target&gt;-&lt;source node&gt;.</summary>

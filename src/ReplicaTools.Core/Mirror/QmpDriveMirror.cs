@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using ReplicaTools.Core.Operations;
 using ReplicaTools.Core.Qemu;
 using ReplicaTools.Core.Remote;
 using ReplicaTools.Core.Storage;
@@ -24,12 +25,10 @@ namespace ReplicaTools.Core.Mirror;
 /// and nothing blocks: query-named-block-nodes would (it stats every node, a dead NFS target included).</item>
 /// </list>
 /// </summary>
-public sealed partial class QmpDriveMirror : DriveMirrorBackend
+public sealed class QmpDriveMirror : DriveMirrorBackend
 {
     private static readonly TimeSpan QueryTimeout = TimeSpan.FromSeconds(30);
 
-    /// <summary>QMP commands as operators read them in -WhatIf and verbose output (no \u0022 escapes).</summary>
-    private static readonly JsonSerializerOptions Display = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
     private static readonly TimeSpan MirrorCommandTimeout = TimeSpan.FromSeconds(60);
 
     public QmpDriveMirror(QmpVirtualMachine vm)
@@ -39,8 +38,6 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
     }
 
     private QmpVirtualMachine Vm { get; }
-
-    private string Channel => $"qmp {Vm.SocketPath}: ";
 
     public override async Task<MirrorPlan> PlanStartAsync(MirrorStartRequest request, CancellationToken cancellationToken = default)
     {
@@ -63,7 +60,7 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
 
         var sourceSize = disk.VirtualSize ?? throw new DriveMirrorException("SourceSizeUnknown", ReplicaErrorCategory.InvalidResult, Vm, disk.Drive, request.Destination.Text,
             $"{Vm.DisplayName}: QEMU did not report the size of drive '{disk.Drive}'.");
-        var target = await CheckDestinationAsync(Vm, disk, request, sourceSize, cancellationToken).ConfigureAwait(false);
+        var target = await CheckDestinationAsync(disk, request, sourceSize, cancellationToken).ConfigureAwait(false);
         var nodeName = $"rt-target-{Token(disk.Drive, 12)}-{Guid.NewGuid().ToString("N")[..6]}";
         var record = new JsonObject
         {
@@ -74,7 +71,7 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
             ["format"] = target.Format,
             ["created"] = target.Create,
         };
-        var recordCommand = new JsonObject { ["execute"] = "object-add", ["arguments"] = new JsonObject { ["qom-type"] = "secret", ["id"] = jobId, ["data"] = record.ToJsonString() } };
+        var recordArguments = new JsonObject { ["qom-type"] = "secret", ["id"] = jobId, ["data"] = record.ToJsonString() };
         var arguments = new JsonObject
         {
             ["job-id"] = jobId,
@@ -88,7 +85,14 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
             ["on-target-error"] = "stop",
             ["auto-dismiss"] = false,
         };
-        var command = new JsonObject { ["execute"] = "drive-mirror", ["arguments"] = arguments };
+        var steps = new List<PlannedCommand>();
+        if (view.Records.ContainsKey(jobId))
+        {
+            steps.Add(Step("object-del", new JsonObject { ["id"] = jobId }, "delete the record a finished mirror left"));
+        }
+
+        steps.Add(Step("object-add", recordArguments, "record destination, format and source node in QEMU"));
+        steps.Add(Step("drive-mirror", arguments, "start the mirror job"));
         return new MirrorPlan
         {
             VirtualMachine = Vm,
@@ -100,33 +104,38 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
             SourceSize = sourceSize,
             Sync = request.Sync,
             BandwidthMBps = request.BandwidthMBps,
-            Steps = view.Records.ContainsKey(jobId)
-                ? new[] { Step("object-del", new JsonObject { ["id"] = jobId }), new PlanStep(Host.Name, Channel, recordCommand.ToJsonString(Display)), new PlanStep(Host.Name, Channel, command.ToJsonString(Display)) }
-                : new[] { new PlanStep(Host.Name, Channel, recordCommand.ToJsonString(Display)), new PlanStep(Host.Name, Channel, command.ToJsonString(Display)) },
-            Payload = (arguments, (JsonObject)recordCommand["arguments"]!, view.Records.ContainsKey(jobId)),
+            Steps = steps,
         };
     }
 
     public override async Task<DriveMirrorJob> StartAsync(MirrorPlan plan, CancellationToken cancellationToken = default)
     {
-        var (arguments, record, staleRecord) = ((JsonObject, JsonObject, bool))plan.Payload!;
         await using var qmp = await ConnectAsync(cancellationToken).ConfigureAwait(false);
-        if (staleRecord)
+        foreach (var command in plan.Steps.Select(step => step.Qmp!))
         {
-            await TryDeleteRecordAsync(qmp, plan.JobId, cancellationToken).ConfigureAwait(false);
-        }
+            switch (command.Execute)
+            {
+                case "object-del":
+                    await TryDeleteRecordAsync(qmp, plan.JobId, cancellationToken).ConfigureAwait(false);
+                    break;
+                case "drive-mirror":
+                    try
+                    {
+                        await CallAsync(qmp, command.Execute, command.CopyArguments(), MirrorCommandTimeout, cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (QmpException ex)
+                    {
+                        await TryDeleteRecordAsync(qmp, plan.JobId, cancellationToken).ConfigureAwait(false);
+                        var undo = await UndoCreatedDestinationAsync(plan, cancellationToken).ConfigureAwait(false);
+                        throw new DriveMirrorException("MirrorStartFailed", ReplicaErrorCategory.InvalidOperation, Vm, plan.Disk.Drive, plan.Destination.Text,
+                            $"{Vm.DisplayName}: QEMU refused to mirror drive '{plan.Disk.Drive}' to {plan.Destination}: {ex.Description}{undo}.", ex);
+                    }
 
-        await CallAsync(qmp, "object-add", (JsonObject)record.DeepClone(), QueryTimeout, cancellationToken).ConfigureAwait(false);
-        try
-        {
-            await CallAsync(qmp, "drive-mirror", (JsonObject)arguments.DeepClone(), MirrorCommandTimeout, cancellationToken).ConfigureAwait(false);
-        }
-        catch (QmpException ex)
-        {
-            await TryDeleteRecordAsync(qmp, plan.JobId, cancellationToken).ConfigureAwait(false);
-            var undo = plan.CreatesDestination ? "; " + await RemoveCreatedDestinationAsync(plan.Destination, cancellationToken).ConfigureAwait(false) : string.Empty;
-            throw new DriveMirrorException("MirrorStartFailed", ReplicaErrorCategory.InvalidOperation, Vm, plan.Disk.Drive, plan.Destination.Text,
-                $"{Vm.DisplayName}: QEMU refused to mirror drive '{plan.Disk.Drive}' to {plan.Destination}: {ex.Description}{undo}.", ex);
+                    break;
+                default:
+                    await CallAsync(qmp, command.Execute, command.CopyArguments(), QueryTimeout, cancellationToken).ConfigureAwait(false);
+                    break;
+            }
         }
 
         // Some failures (a destination of the wrong size) are accepted and then fail at once: give the job a moment.
@@ -147,7 +156,7 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
             var error = info.ValueKind == JsonValueKind.Object && info.TryGetProperty("error", out var e) ? e.GetString() : "the job vanished";
             await TryDismissAsync(qmp, plan.JobId, cancellationToken).ConfigureAwait(false);
             await TryDeleteRecordAsync(qmp, plan.JobId, cancellationToken).ConfigureAwait(false);
-            var undo = plan.CreatesDestination ? "; " + await RemoveCreatedDestinationAsync(plan.Destination, cancellationToken).ConfigureAwait(false) : string.Empty;
+            var undo = await UndoCreatedDestinationAsync(plan, cancellationToken).ConfigureAwait(false);
             throw new DriveMirrorException("MirrorStartFailed", ReplicaErrorCategory.InvalidOperation, Vm, plan.Disk.Drive, plan.Destination.Text,
                 $"{Vm.DisplayName}: the mirror of drive '{plan.Disk.Drive}' to {plan.Destination} failed as it started: {error}. The job was cleared{undo}.");
         }
@@ -187,8 +196,7 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
     public override async Task<MirrorStopPlan> PlanStopAsync(string? drive, bool pivot, bool force, CancellationToken cancellationToken = default)
     {
         var job = (await QueryAsync(drive, cancellationToken).ConfigureAwait(false)).FirstOrDefault() ?? throw NotFound(drive);
-        var steps = new List<PlanStep>();
-        var id = new JsonObject { ["id"] = job.JobId }.ToJsonString(Display);
+        var steps = new List<PlannedCommand>();
         var concluded = job.JobStatus == "concluded";
         bool cancel = false, clearOnly = false;
         if (pivot && (concluded || job.State == DriveMirrorState.Failed || !job.Ready))
@@ -212,15 +220,15 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
             }
 
             cancel = true;
-            steps.Add(Step("block-job-cancel", new JsonObject { ["device"] = job.JobId, ["force"] = true }));
+            steps.Add(Step("block-job-cancel", new JsonObject { ["device"] = job.JobId, ["force"] = true }, "cancel the job (the copy stays incomplete)"));
         }
         else if (pivot)
         {
-            steps.Add(Step("block-job-complete", new JsonObject { ["device"] = job.JobId }));
+            steps.Add(Step("block-job-complete", new JsonObject { ["device"] = job.JobId }, "pivot the VM onto the copy"));
         }
         else if (job.Ready)
         {
-            steps.Add(Step("block-job-cancel", new JsonObject { ["device"] = job.JobId, ["force"] = false }));
+            steps.Add(Step("block-job-cancel", new JsonObject { ["device"] = job.JobId, ["force"] = false }, "end the job, keeping a consistent copy"));
         }
         else if (!force)
         {
@@ -229,14 +237,14 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
         else
         {
             cancel = true;
-            steps.Add(Step("block-job-cancel", new JsonObject { ["device"] = job.JobId, ["force"] = true }));
+            steps.Add(Step("block-job-cancel", new JsonObject { ["device"] = job.JobId, ["force"] = true }, "cancel the job (the copy stays incomplete)"));
         }
 
-        steps.Add(new PlanStep(Host.Name, Channel, $"{{\"execute\":\"job-dismiss\",\"arguments\":{id}}}"));
+        steps.Add(Step("job-dismiss", new JsonObject { ["id"] = job.JobId }, "clear the ended job"));
         var removes = (cancel || (clearOnly && job.State == DriveMirrorState.Failed)) && job.CreatedDestination && job.Destination is not null;
         if (removes)
         {
-            steps.AddRange(RemoveCommands(ImageLocation.Parse(job.Destination!)).Select(c => new PlanStep(Host.Name, string.Empty, c.CommandLine)));
+            steps.AddRange(PlanRemoveDestination(ImageLocation.Parse(job.Destination!)));
         }
 
         return new MirrorStopPlan { Job = job, Pivot = pivot && !clearOnly, Cancel = cancel, ClearOnly = clearOnly, RemovesDestination = removes, Steps = steps };
@@ -282,10 +290,7 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
             return Copy(job, DriveMirrorState.Stopped, null);
         }
 
-        var note = plan.RemovesDestination
-            ? await RemoveCreatedDestinationAsync(ImageLocation.Parse(job.Destination!), cancellationToken).ConfigureAwait(false)
-            : $"the incomplete destination {job.Destination} was left in place (Start-DriveMirror did not create it)";
-        OperationContext.Reporter.Warning($"The mirror of {job.VM}:{job.Drive} ended before the copy was complete: {note}.");
+        var note = await SettleIncompleteDestinationAsync(plan, cancellationToken).ConfigureAwait(false);
         if (plan.ClearOnly && error is null)
         {
             return Copy(job, DriveMirrorState.Stopped, null);
@@ -294,19 +299,8 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
         return Copy(job, plan.ClearOnly ? DriveMirrorState.Failed : DriveMirrorState.Cancelled, plan.ClearOnly ? $"{error}; {note}" : $"cancelled before sync; {note}");
     }
 
-    private DriveMirrorException NotReady(DriveMirrorJob job, string verb) => new(
-        "MirrorNotReady", ReplicaErrorCategory.InvalidOperation, job,
-        verb == "pivot"
-            ? $"is not in sync yet ({job.PercentComplete:0.#}% copied, {job.State}): a pivot now would switch the VM onto an incomplete copy."
-            : $"is not in sync yet ({job.PercentComplete:0.#}% copied, {job.State}): stopping now leaves an incomplete copy.")
-    {
-        RecommendedAction = verb == "pivot"
-            ? "Wait-DriveMirror until it is Ready, then pivot."
-            : "Wait-DriveMirror until it is Ready for a consistent copy, or pass -Force to cancel (an incomplete destination that Start-DriveMirror created is removed).",
-    };
-
-    private PlanStep Step(string command, JsonObject arguments) =>
-        new(Host.Name, Channel, new JsonObject { ["execute"] = command, ["arguments"] = arguments }.ToJsonString(Display));
+    private PlannedCommand Step(string command, JsonObject arguments, string purpose) =>
+        PlannedCommand.ForQmp(Host.Name, new QmpCommand(Vm.SocketPath, command, arguments), purpose);
 
     private async Task<DriveMirrorJob> PauseOrResumeAsync(string? drive, string command, CancellationToken cancellationToken)
     {
@@ -433,9 +427,8 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
             error = $"destination write error (io-status {ioStatus}); QEMU paused the job. Free space on / repair the destination, then Resume-DriveMirror, or Stop-DriveMirror -Force";
         }
 
-        var job = new DriveMirrorJob
+        var job = new DriveMirrorJob(Vm.Target)
         {
-            QmpSocket = Vm.SocketPath,
             Drive = disk.Drive,
             Source = source ?? disk.Source,
             Destination = destination,
@@ -449,8 +442,6 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
             BandwidthMBps = info.TryGetProperty("speed", out var speed) ? Math.Round(speed.GetInt64() / 1048576.0, 2) : 0,
             Error = error,
             CreatedDestination = created,
-            Backend = VmBackend.Qmp,
-            Session = Vm.Session,
             SourceNode = sourceNode,
         };
         return job;
@@ -478,9 +469,8 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
         var status = await CallAsync(qmp, "query-status", null, QueryTimeout, cancellationToken).ConfigureAwait(false);
         var blocks = await CallAsync(qmp, "query-block", null, QueryTimeout, cancellationToken).ConfigureAwait(false);
         var jobs = await CallAsync(qmp, "query-block-jobs", null, QueryTimeout, cancellationToken).ConfigureAwait(false);
-        var objects = await CallAsync(qmp, "qom-list", new JsonObject { ["path"] = "/objects" }, QueryTimeout, cancellationToken).ConfigureAwait(false);
         var records = new Dictionary<string, JsonObject>(StringComparer.Ordinal);
-        foreach (var entry in objects.EnumerateArray())
+        foreach (var entry in await ListObjectsAsync(qmp, cancellationToken).ConfigureAwait(false))
         {
             var name = entry.GetProperty("name").GetString();
             if (name is null || !name.StartsWith("rt-mirror-", StringComparison.Ordinal) || entry.GetProperty("type").GetString() != "child<secret>")
@@ -505,12 +495,30 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
         return new View(QmpVirtualMachine.ParseRunState(status), QmpVirtualMachine.ParseQueryBlock(blocks), jobs.EnumerateArray().Select(j => j.Clone()).ToArray(), records);
     }
 
+    /// <summary>
+    /// The children of QOM's /objects container. QEMU creates that container only with its first user-creatable object,
+    /// so a QEMU started with <c>-machine none</c> and no -object answers DeviceNotFound: that means "no objects", hence no
+    /// mirror records.
+    /// </summary>
+    private async Task<IReadOnlyList<JsonElement>> ListObjectsAsync(QmpClient qmp, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var objects = await CallAsync(qmp, "qom-list", new JsonObject { ["path"] = "/objects" }, QueryTimeout, cancellationToken).ConfigureAwait(false);
+            return objects.EnumerateArray().ToArray();
+        }
+        catch (QmpDeviceNotFoundException)
+        {
+            return Array.Empty<JsonElement>();
+        }
+    }
+
     /// <summary>A QMP call with its own timeout: a QEMU whose main loop is blocked (hung NFS) must not hang the cmdlet.</summary>
     private async Task<JsonElement> CallAsync(QmpClient qmp, string command, JsonObject? arguments, TimeSpan timeout, CancellationToken cancellationToken)
     {
         if (command is not ("query-status" or "query-block" or "query-block-jobs" or "qom-list" or "qom-get"))
         {
-            OperationContext.Reporter.Verbose($"[{Host.Name}] {Channel}{new JsonObject { ["execute"] = command, ["arguments"] = arguments?.DeepClone() }.ToJsonString(Display)}");
+            OperationContext.Reporter.Verbose(PlannedCommand.ForQmp(Host.Name, new QmpCommand(Vm.SocketPath, command, (JsonObject?)arguments?.DeepClone()), command).ToString());
         }
 
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -530,84 +538,4 @@ public sealed partial class QmpDriveMirror : DriveMirrorBackend
         }
     }
 
-    /// <summary>The destination checks both backends share: probe, existence, size and format. Nothing is changed.</summary>
-    internal static async Task<(bool Create, string Format)> CheckDestinationAsync(VirtualMachine vm, VmDisk disk, MirrorStartRequest request, long sourceSize, CancellationToken cancellationToken)
-    {
-        var destination = request.Destination;
-        if (destination.SameImageAs(disk.Source))
-        {
-            throw new DriveMirrorException("DestinationIsSource", ReplicaErrorCategory.InvalidArgument, vm, disk.Drive, destination.Text,
-                $"{vm.DisplayName}: the destination {destination} is the image drive '{disk.Drive}' already uses.");
-        }
-
-        if (request.Format is { } wanted && !FormatPattern().IsMatch(wanted))
-        {
-            throw new ArgumentException($"-Format '{wanted}' is not an image format name (qcow2, raw, vdi ...).", "Format");
-        }
-
-        var probe = await ImageProbe.ProbeAsync(vm.Host, destination, null, false, request.ProbeTimeout, cancellationToken).ConfigureAwait(false);
-        string Fail(string what) => $"{vm.DisplayName}: cannot mirror drive '{disk.Drive}' to {destination}: {what}";
-        switch (probe.Status)
-        {
-            case ImageProbeStatus.Unreachable:
-                throw new DriveMirrorException("DestinationUnreachable", ReplicaErrorCategory.ConnectionError, vm, disk.Drive, destination.Text, Fail(probe.Reason + ". Nothing was started."))
-                {
-                    RecommendedAction = "Check that the destination's storage server runs and exports the path (rpcbind, NFSv3), then start the mirror again.",
-                };
-            case ImageProbeStatus.Unreadable:
-                throw new DriveMirrorException(request.ReuseExisting ? "DestinationUnreadable" : "DestinationExists", ReplicaErrorCategory.InvalidData, vm, disk.Drive, destination.Text,
-                    Fail($"the destination exists but cannot be opened as an image: {probe.Reason}. Nothing was started."));
-            case ImageProbeStatus.Readable when !request.ReuseExisting:
-                throw new DriveMirrorException("DestinationExists", ReplicaErrorCategory.ResourceExists, vm, disk.Drive, destination.Text,
-                    Fail($"it already exists ({probe.Format}, {Text.ByteSize.Format(probe.VirtualSize ?? 0)}). Nothing was started."))
-                {
-                    RecommendedAction = "Pass -ReuseExisting to mirror into it (its content is overwritten), or choose another destination.",
-                };
-            case ImageProbeStatus.Readable:
-                if (probe.VirtualSize != sourceSize)
-                {
-                    var relation = probe.VirtualSize < sourceSize ? "smaller than" : "larger than";
-                    throw new DriveMirrorException("DestinationSizeMismatch", ReplicaErrorCategory.InvalidData, vm, disk.Drive, destination.Text,
-                        Fail($"the existing image is {relation} the source ({probe.VirtualSize} bytes, the source has {sourceSize}); a mirror needs the same virtual size. Nothing was started."))
-                    {
-                        RecommendedAction = $"Resize it (qemu-img resize {destination} {sourceSize}) or let Start-DriveMirror create the destination (leave out -ReuseExisting).",
-                    };
-                }
-
-                if (request.Format is not null && !string.Equals(request.Format, probe.Format, StringComparison.Ordinal))
-                {
-                    throw new DriveMirrorException("DestinationFormatMismatch", ReplicaErrorCategory.InvalidData, vm, disk.Drive, destination.Text,
-                        Fail($"the existing image is {probe.Format}, not {request.Format}. Nothing was started."));
-                }
-
-                return (false, probe.Format ?? request.Format ?? "raw");
-            default:
-                if (request.ReuseExisting)
-                {
-                    throw new DriveMirrorException("DestinationNotFound", ReplicaErrorCategory.ObjectNotFound, vm, disk.Drive, destination.Text,
-                        Fail($"-ReuseExisting was given but {probe.Reason}. Nothing was started."))
-                    {
-                        RecommendedAction = "Leave out -ReuseExisting to have the destination created.",
-                    };
-                }
-
-                if (!destination.IsNfsUrl)
-                {
-                    var directory = await vm.Host.RunAsync(new CommandSpec("test", "-d", destination.Directory!) { ThrowOnFailure = false, Timeout = TimeSpan.FromSeconds(30) }, cancellationToken).ConfigureAwait(false);
-                    if (directory.ExitCode != 0)
-                    {
-                        throw new DriveMirrorException("DestinationDirectoryNotFound", ReplicaErrorCategory.ObjectNotFound, vm, disk.Drive, destination.Text,
-                            Fail($"the directory '{destination.Directory!}' does not exist on host '{vm.Host.Name}'. Nothing was started."));
-                    }
-                }
-
-                var format = request.Format ?? disk.Format ?? throw new ArgumentException($"The format of drive '{disk.Drive}' is unknown; pass -Format.", "Format");
-                return (true, format);
-        }
-    }
-
-    [GeneratedRegex("^[a-z0-9_]{2,16}$")]
-    private static partial Regex FormatPattern();
-
-    internal static string Mib(long bytes) => (bytes / 1048576.0).ToString("0.##", CultureInfo.InvariantCulture);
 }

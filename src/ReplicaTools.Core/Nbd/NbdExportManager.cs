@@ -151,7 +151,7 @@ public sealed class NbdExportManager
 
         var createdAt = DateTimeOffset.Now;
         await Host.RunAsync(plan.MakeDirectory.Command, cancellationToken).ConfigureAwait(false);
-        var claim = await Host.RunAsync(WithInput(plan.Claim.Command, BuildRecord(plan, 0, "starting", createdAt).ToJson()), cancellationToken).ConfigureAwait(false);
+        var claim = await Host.RunAsync(plan.Claim.Command.WithStandardInput(BuildRecord(plan, 0, "starting", createdAt).ToJson()), cancellationToken).ConfigureAwait(false);
         if (claim.ExitCode != 0 && !claim.StandardError.Contains("exist", StringComparison.OrdinalIgnoreCase) && claim.ExitCode != 17)
         {
             throw new CommandFailedException(claim);
@@ -189,7 +189,7 @@ public sealed class NbdExportManager
             }
 
             var record = BuildRecord(plan, processId, "running", createdAt);
-            await Host.RunAsync(WithInput(plan.WriteRecord.Command, record.ToJson()), cancellationToken).ConfigureAwait(false);
+            await Host.RunAsync(plan.WriteRecord.Command.WithStandardInput(record.ToJson()), cancellationToken).ConfigureAwait(false);
             OperationContext.Reporter.Verbose($"[{Host.Name}] NBD export '{plan.Request.Name}' serves {plan.Path} at {plan.Uri} ({plan.ServerProgram}, pid {processId}).");
             return ToExport(record, plan.StateFile, NbdExportState.Running, null);
         }
@@ -303,10 +303,10 @@ public sealed class NbdExportManager
         return new[]
         {
             new PlannedCommand(Host.Name, new CommandSpec("sh", "-c", NbdHostScripts.StopServer, "sh",
-                export.ProcessId.ToString(CultureInfo.InvariantCulture), export.PidFile, program, seconds.ToString(CultureInfo.InvariantCulture))
+                (export.ProcessId ?? 0).ToString(CultureInfo.InvariantCulture), export.PidFile, program, seconds.ToString(CultureInfo.InvariantCulture))
             {
                 Timeout = TimeSpan.FromSeconds(seconds + 30),
-            }, $"stop {program} (pid {export.ProcessId}) if it still is this export's server"),
+            }, $"stop {program} (pid {export.ProcessId?.ToString(CultureInfo.InvariantCulture) ?? "from its pid file"}) if it still is this export's server"),
             new PlannedCommand(Host.Name, new CommandSpec(files) { Timeout = QuickTimeout }, "remove the export's configuration, pid and state files"),
         };
     }
@@ -524,7 +524,7 @@ public sealed class NbdExportManager
         // A wildcard address is no address to connect to: use the one this host is reached by.
         if (IPAddress.TryParse(listenAddress, out var address) && (address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any)))
         {
-            return Host is SshHost ssh ? ssh.Options.HostName : "127.0.0.1";
+            return Host is ISshHost ssh ? ssh.Options.HostName : "127.0.0.1";
         }
 
         return null;
@@ -561,7 +561,7 @@ public sealed class NbdExportManager
         ListenAddress = record.ListenAddress,
         Port = record.Port,
         Uri = record.Uri,
-        ProcessId = record.ProcessId,
+        ProcessId = state == NbdExportState.Running && record.ProcessId > 1 ? record.ProcessId : null,
         Format = record.Format,
         Bitmap = record.Bitmap,
         CreatedAt = record.CreatedAt,
@@ -577,12 +577,4 @@ public sealed class NbdExportManager
         record.ServerArguments.Count > 0 ? ProgramName(record.ServerArguments[0]) : record.Server == NbdServerKind.NbdServer ? "nbd-server" : "qemu-nbd";
 
     private static string ProgramName(string argument0) => argument0[(argument0.LastIndexOf('/') + 1)..];
-
-    private static CommandSpec WithInput(CommandSpec command, byte[] input) => new(command.Arguments)
-    {
-        Timeout = command.Timeout,
-        SuccessExitCodes = command.SuccessExitCodes,
-        ThrowOnFailure = command.ThrowOnFailure,
-        StandardInput = input,
-    };
 }

@@ -36,15 +36,12 @@ public sealed class NbdExportPlan
         };
         if (ConfigFile is not null)
         {
-            commands.Add(new(hostName, new CommandSpec("sh", "-c", NbdHostScripts.WriteFile, "sh", ConfigFile)
-            {
-                Timeout = NbdExportManager.QuickTimeout,
-                StandardInput = Encoding.UTF8.GetBytes(ConfigText!),
-            }, "write the nbd-server configuration (on standard input)"));
+            commands.Add(new(hostName, HostFiles.WriteAtomically(ConfigFile, Encoding.UTF8.GetBytes(ConfigText!), timeout: NbdExportManager.QuickTimeout),
+                "write the nbd-server configuration (on standard input)"));
         }
 
         commands.Add(new(hostName, new CommandSpec(ServerArguments) { Timeout = NbdExportManager.QuickTimeout, ThrowOnFailure = false }, "start the server"));
-        commands.Add(new(hostName, new CommandSpec("sh", "-c", NbdHostScripts.WriteFile, "sh", StateFile) { Timeout = NbdExportManager.QuickTimeout }, "record the running export (state record on standard input)"));
+        commands.Add(new(hostName, HostFiles.WriteAtomically(StateFile, timeout: NbdExportManager.QuickTimeout), "record the running export (state record on standard input)"));
         Commands = commands;
     }
 

@@ -6,9 +6,6 @@ namespace ReplicaTools.Core.Nbd;
 /// </summary>
 internal static class NbdHostScripts
 {
-    /// <summary>$1: path. Writes standard input to the file atomically (temp file then rename), private to the user.</summary>
-    public const string WriteFile = "umask 077; cat > \"$1.tmp\" && mv -f -- \"$1.tmp\" \"$1\"";
-
     /// <summary>$1: path. Creates the file from standard input only if it does not exist yet (exit 17 if it does).</summary>
     public const string CreateExclusive = "umask 077; set -C; [ -e \"$1\" ] && exit 17; cat > \"$1\"";
 

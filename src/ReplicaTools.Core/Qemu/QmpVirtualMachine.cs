@@ -9,23 +9,18 @@ namespace ReplicaTools.Core.Qemu;
 /// </summary>
 public sealed class QmpVirtualMachine : VirtualMachine
 {
+    /// <exception cref="ArgumentException">The path is empty or not absolute.</exception>
     public QmpVirtualMachine(ReplicaSession session, string socketPath)
-        : base(session)
+        : this(VmTarget.Qmp(session, socketPath))
     {
-        ArgumentException.ThrowIfNullOrEmpty(socketPath);
-        if (!socketPath.StartsWith('/'))
-        {
-            throw new ArgumentException($"-QmpSocket '{socketPath}' must be an absolute path on host '{session.Host.Name}'.");
-        }
-
-        SocketPath = socketPath;
     }
 
-    public string SocketPath { get; }
+    internal QmpVirtualMachine(VmTarget target)
+        : base(target)
+    {
+    }
 
-    public override VmBackend Backend => VmBackend.Qmp;
-
-    public override string Name => SocketPath;
+    public string SocketPath => Name;
 
     public Task<QmpClient> ConnectAsync(CancellationToken cancellationToken = default) => QmpClient.ConnectRemoteAsync(Host, SocketPath, cancellationToken);
 
@@ -37,6 +32,8 @@ public sealed class QmpVirtualMachine : VirtualMachine
     }
 
     public override Mirror.DriveMirrorBackend CreateMirrorBackend() => new Mirror.QmpDriveMirror(this);
+
+    public override Clone.PointInTimeSource CreatePointInTimeSource(string scratchDirectory) => new Clone.QmpPointInTime(this, scratchDirectory);
 
     public override async Task<VmRunState> GetStateAsync(CancellationToken cancellationToken = default)
     {

@@ -44,48 +44,37 @@ public sealed class VmDisk
 }
 
 /// <summary>
-/// A running VM on a host. Two implementations: <see cref="LibvirtVirtualMachine"/> (-VMName) and
-/// <see cref="QmpVirtualMachine"/> (-QmpSocket). Features (mirror, clone) build on this.
+/// A running VM on a host, opened from its <see cref="VmTarget"/>. Two implementations: <see cref="LibvirtVirtualMachine"/>
+/// (-VMName) and <see cref="QmpVirtualMachine"/> (-QmpSocket). Each is the single place that creates the VM's mirror
+/// back end and its point-in-time source; features (mirror, clone) build on this.
 /// </summary>
 public abstract class VirtualMachine
 {
-    protected VirtualMachine(ReplicaSession session)
+    protected VirtualMachine(VmTarget target)
     {
-        Session = session;
+        ArgumentNullException.ThrowIfNull(target);
+        Target = target;
     }
 
-    public ReplicaSession Session { get; }
+    /// <summary>Which VM this is: host, back end, name or socket, libvirt URI.</summary>
+    public VmTarget Target { get; }
+
+    public ReplicaSession Session => Target.Session;
 
     public IReplicaHost Host => Session.Host;
 
-    public abstract VmBackend Backend { get; }
+    public VmBackend Backend => Target.Backend;
 
     /// <summary>The domain name, or the QMP socket path.</summary>
-    public abstract string Name { get; }
+    public string Name => Target.Name;
 
-    /// <summary>How messages name this VM: "vm1 on kvm1".</summary>
-    public string DisplayName => $"{(Backend == VmBackend.Libvirt ? "VM" : "QEMU VM at")} '{Name}' on host '{Host.Name}'";
+    /// <summary>How messages name this VM: "VM 'vm1' on host 'kvm1'".</summary>
+    public string DisplayName => Target.DisplayName;
 
-    /// <summary>The VM from the parameters every VM cmdlet takes: -VMName (libvirt) or -QmpSocket (bare QEMU).</summary>
-    public static VirtualMachine Open(ReplicaSession session, string? vmName, string? qmpSocket, string? libvirtUri = null)
-    {
-        if (!string.IsNullOrEmpty(vmName) && !string.IsNullOrEmpty(qmpSocket))
-        {
-            throw new ArgumentException("Give either -VMName (a libvirt domain) or -QmpSocket (a bare QEMU's QMP socket), not both.");
-        }
-
-        if (!string.IsNullOrEmpty(vmName))
-        {
-            return new LibvirtVirtualMachine(session, vmName, libvirtUri);
-        }
-
-        if (!string.IsNullOrEmpty(qmpSocket))
-        {
-            return new QmpVirtualMachine(session, qmpSocket);
-        }
-
-        throw new ArgumentException("Name the VM: -VMName for a libvirt domain, or -QmpSocket for the QMP socket path of a bare QEMU.");
-    }
+    /// <summary>The VM from the parameters every VM cmdlet takes (see <see cref="VmTarget.FromParameters"/>).</summary>
+    /// <exception cref="ArgumentException">The parameters do not name exactly one VM.</exception>
+    public static VirtualMachine Open(ReplicaSession session, string? vmName, string? qmpSocket, string? libvirtUri = null) =>
+        VmTarget.FromParameters(session, vmName, qmpSocket, libvirtUri).Open();
 
     public abstract Task<VmRunState> GetStateAsync(CancellationToken cancellationToken = default);
 
@@ -133,6 +122,10 @@ public abstract class VirtualMachine
 
     /// <summary>The live-mirror operations for this kind of VM (QMP drive-mirror, or libvirt blockcopy).</summary>
     public abstract Mirror.DriveMirrorBackend CreateMirrorBackend();
+
+    /// <summary>The clone's point-in-time source for this kind of VM (QMP fleecing, or a libvirt pull-mode backup).</summary>
+    /// <param name="scratchDirectory">Directory on the VM host for the scratch image.</param>
+    public abstract Clone.PointInTimeSource CreatePointInTimeSource(string scratchDirectory);
 
     public override string ToString() => DisplayName;
 }

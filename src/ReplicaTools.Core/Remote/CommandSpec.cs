@@ -70,6 +70,16 @@ public sealed class CommandSpec
         OnOutputLine = onOutputLine,
     };
 
+    /// <summary>This command with <paramref name="input"/> on its standard input (for plans whose input is decided when they run).</summary>
+    public CommandSpec WithStandardInput(byte[] input) => new(Arguments)
+    {
+        Timeout = Timeout,
+        StandardInput = input,
+        SuccessExitCodes = SuccessExitCodes,
+        ThrowOnFailure = ThrowOnFailure,
+        OnOutputLine = OnOutputLine,
+    };
+
     /// <summary>The command line as a shell would see it: for -WhatIf, verbose output and error messages.</summary>
     public string CommandLine => PosixShell.Join(Arguments);
 

@@ -1,4 +1,5 @@
 using System.Globalization;
+using ReplicaTools.Core.Operations;
 using ReplicaTools.Core.Remote;
 
 namespace ReplicaTools.Core.Storage;
@@ -140,12 +141,12 @@ public sealed class DiskImageService
                 // Over NFS, qemu-img create only truncates the file to the new size: old bytes would show through a raw image
                 // (and a raw image would even be probed as the old format). Truncating to 0 first drops them.
                 notes.Add($"'{location.Text}' exists and is replaced (-Force): it is truncated to 0 bytes first.");
-                steps.Add(new PlannedCommand(Host, StorageCommands.ImageCommand(Options, true, Options.CommandTimeout, "qemu-img", "create", "-q", "-f", "raw", location.Text, "0")));
+                steps.Add(new PlannedCommand(Host.Name, StorageCommands.ImageCommand(Options, true, Options.CommandTimeout, "qemu-img", "create", "-q", "-f", "raw", location.Text, "0"), "truncate the existing file to 0 bytes"));
             }
 
             notes.Add($"The image is created through QEMU's libnfs driver from host '{Host.Name}'. No_COW cannot be set over NFS: on a btrfs server it comes from the " +
                       $"export directory's inherited attribute (chattr +C on the store, as Initialize-DiskStore does).");
-            steps.Add(new PlannedCommand(Host, StorageCommands.ImageCommand(Options, true, Options.CommandTimeout, "qemu-img", "create", "-q", "-f", format.ToQemuName(), location.Text, sizeText)));
+            steps.Add(new PlannedCommand(Host.Name, StorageCommands.ImageCommand(Options, true, Options.CommandTimeout, "qemu-img", "create", "-q", "-f", format.ToQemuName(), location.Text, sizeText), "create the image"));
             return new CreateDiskImagePlan(target, steps, notes) { Location = location, Size = size, Format = format, ReplacesExisting = exists };
         }
 
@@ -172,23 +173,23 @@ public sealed class DiskImageService
 
             // Replace, not rewrite: a fresh file is the only way to get No_COW on btrfs (chattr +C has no effect on a file with data).
             notes.Add($"'{location.Text}' exists and is replaced (-Force).");
-            steps.Add(new PlannedCommand(Host, new CommandSpec("rm", "-f", "--", location.Text) { Timeout = Options.CommandTimeout }));
+            steps.Add(new PlannedCommand(Host.Name, new CommandSpec("rm", "-f", "--", location.Text) { Timeout = Options.CommandTimeout }, "remove the image it replaces"));
         }
 
         // dd with conv=excl creates the empty file atomically and fails if it exists: no silent overwrite, even in a race.
-        steps.Add(new PlannedCommand(Host, new CommandSpec("dd", "if=/dev/null", $"of={location.Text}", "conv=excl", "status=none") { Timeout = Options.CommandTimeout }));
+        steps.Add(new PlannedCommand(Host.Name, new CommandSpec("dd", "if=/dev/null", $"of={location.Text}", "conv=excl", "status=none") { Timeout = Options.CommandTimeout }, "create the empty file, failing if it exists"));
         var btrfs = fileSystem == "btrfs";
         if (btrfs)
         {
             notes.Add($"'{location.Directory}' is on btrfs: No_COW is set (chattr +C) on the empty file before qemu-img writes any data.");
-            steps.Add(new PlannedCommand(Host, new CommandSpec("chattr", "+C", location.Text) { Timeout = Options.CommandTimeout }));
+            steps.Add(new PlannedCommand(Host.Name, new CommandSpec("chattr", "+C", location.Text) { Timeout = Options.CommandTimeout }, "set No_COW while the file is empty"));
         }
         else
         {
             notes.Add($"'{location.Directory}' is on {fileSystem}, not btrfs: No_COW does not apply.");
         }
 
-        steps.Add(new PlannedCommand(Host, new CommandSpec("qemu-img", "create", "-q", "-f", format.ToQemuName(), location.Text, sizeText) { Timeout = Options.CommandTimeout, ThrowOnFailure = false }));
+        steps.Add(new PlannedCommand(Host.Name, new CommandSpec("qemu-img", "create", "-q", "-f", format.ToQemuName(), location.Text, sizeText) { Timeout = Options.CommandTimeout, ThrowOnFailure = false }, "write the image header"));
         return new CreateDiskImagePlan(target, steps, notes)
         {
             Location = location,
@@ -216,7 +217,7 @@ public sealed class DiskImageService
             foreach (var step in plan.Steps)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                var result = await StorageCommands.RunAsync(step.Host, step.Command, cancellationToken).ConfigureAwait(false);
+                var result = await StorageCommands.RunAsync(Host, step.Command, cancellationToken).ConfigureAwait(false);
                 var program = StorageCommands.IsKillTimeoutWrapped(step.Command) ? step.Command.Arguments[4] : step.Command.Arguments[0];
                 if (program == "dd")
                 {
@@ -308,7 +309,7 @@ public sealed class DiskImageService
             notes.Add($"'{location.Text}' is in use ({locks.Describe()}) and is removed anyway (-Force).");
         }
 
-        var steps = new[] { new PlannedCommand(Host, new CommandSpec("rm", "-f", "--", location.Text) { Timeout = Options.CommandTimeout }) };
+        var steps = new[] { new PlannedCommand(Host.Name, new CommandSpec("rm", "-f", "--", location.Text) { Timeout = Options.CommandTimeout }, "delete the image") };
         return new RemoveDiskImagePlan($"[{Host.Name}] {location.Text}", steps, notes) { Location = location, InUse = inUse };
     }
 
@@ -322,7 +323,7 @@ public sealed class DiskImageService
 
         foreach (var step in plan.Steps)
         {
-            await step.Host.RunAsync(step.Command, cancellationToken).ConfigureAwait(false);
+            await Host.RunAsync(step.Command, cancellationToken).ConfigureAwait(false);
         }
     }
 

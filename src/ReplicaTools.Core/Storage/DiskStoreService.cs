@@ -1,4 +1,5 @@
 using System.Globalization;
+using ReplicaTools.Core.Operations;
 using ReplicaTools.Core.Remote;
 
 namespace ReplicaTools.Core.Storage;
@@ -71,8 +72,8 @@ public sealed class DiskStoreService
 
         return new StoragePlan($"[{Host.Name}] {path}", new[]
         {
-            new PlannedCommand(Host, new CommandSpec("btrfs", "subvolume", "create", path) { Timeout = Options.CommandTimeout }),
-            new PlannedCommand(Host, new CommandSpec("chattr", "+C", path) { Timeout = Options.CommandTimeout }),
+            new PlannedCommand(Host.Name, new CommandSpec("btrfs", "subvolume", "create", path) { Timeout = Options.CommandTimeout }, "create the subvolume"),
+            new PlannedCommand(Host.Name, new CommandSpec("chattr", "+C", path) { Timeout = Options.CommandTimeout }, "set No_COW, inherited by the images created in it"),
         });
     }
 
@@ -81,12 +82,12 @@ public sealed class DiskStoreService
     {
         ArgumentNullException.ThrowIfNull(plan);
         var path = plan.Steps[0].Command.Arguments[^1];
-        await plan.Steps[0].Host.RunAsync(plan.Steps[0].Command, cancellationToken).ConfigureAwait(false);
+        await Host.RunAsync(plan.Steps[0].Command, cancellationToken).ConfigureAwait(false);
         try
         {
             foreach (var step in plan.Steps.Skip(1))
             {
-                await step.Host.RunAsync(step.Command, cancellationToken).ConfigureAwait(false);
+                await Host.RunAsync(step.Command, cancellationToken).ConfigureAwait(false);
             }
 
             var store = await GetAsync(path, cancellationToken).ConfigureAwait(false);
@@ -164,8 +165,8 @@ public sealed class DiskStoreService
 
         return new CheckpointPlan($"[{Host.Name}] {store.Path}", new[]
         {
-            new PlannedCommand(Host, new CommandSpec("mkdir", "-p", "--", directory) { Timeout = Options.CommandTimeout }),
-            new PlannedCommand(Host, new CommandSpec("btrfs", "subvolume", "snapshot", "-r", store.Path, checkpointPath) { Timeout = Options.CommandTimeout, ThrowOnFailure = false }),
+            new PlannedCommand(Host.Name, new CommandSpec("mkdir", "-p", "--", directory) { Timeout = Options.CommandTimeout }, "create the checkpoint directory"),
+            new PlannedCommand(Host.Name, new CommandSpec("btrfs", "subvolume", "snapshot", "-r", store.Path, checkpointPath) { Timeout = Options.CommandTimeout, ThrowOnFailure = false }, "take the read-only snapshot"),
         })
         {
             StorePath = store.Path,
@@ -179,7 +180,7 @@ public sealed class DiskStoreService
         ArgumentNullException.ThrowIfNull(plan);
         foreach (var step in plan.Steps)
         {
-            var result = await step.Host.RunAsync(step.Command, cancellationToken).ConfigureAwait(false);
+            var result = await Host.RunAsync(step.Command, cancellationToken).ConfigureAwait(false);
             if (!result.Succeeded)
             {
                 if (result.StandardError.Contains("cross-device", StringComparison.OrdinalIgnoreCase) || result.StandardError.Contains("not a btrfs", StringComparison.OrdinalIgnoreCase))
@@ -253,7 +254,7 @@ public sealed class DiskStoreService
 
         return new StoragePlan($"[{Host.Name}] {checkpoint.Path}", new[]
         {
-            new PlannedCommand(Host, new CommandSpec("btrfs", "subvolume", "delete", checkpoint.Path) { Timeout = Options.CommandTimeout }),
+            new PlannedCommand(Host.Name, new CommandSpec("btrfs", "subvolume", "delete", checkpoint.Path) { Timeout = Options.CommandTimeout }, "delete the checkpoint"),
         });
     }
 
@@ -262,7 +263,7 @@ public sealed class DiskStoreService
         ArgumentNullException.ThrowIfNull(plan);
         foreach (var step in plan.Steps)
         {
-            await step.Host.RunAsync(step.Command, cancellationToken).ConfigureAwait(false);
+            await Host.RunAsync(step.Command, cancellationToken).ConfigureAwait(false);
         }
     }
 

@@ -1,16 +1,10 @@
-using ReplicaTools.Core.Remote;
+using ReplicaTools.Core.Operations;
 
 namespace ReplicaTools.Core.Storage;
 
-/// <summary>One state-changing command of a plan: what runs, on which host.</summary>
-public sealed record PlannedCommand(IReplicaHost Host, CommandSpec Command)
-{
-    public override string ToString() => $"[{Host.Name}] {Command.CommandLine}";
-}
-
 /// <summary>
 /// What a storage operation will change, decided by read-only probes first: printed by -WhatIf/-Confirm, executed
-/// step by step, and asserted on in tests.
+/// step by step, and asserted on in tests. Its steps are the module's one plan type, <see cref="PlannedCommand"/>.
 /// </summary>
 public class StoragePlan
 {
@@ -30,7 +24,7 @@ public class StoragePlan
     public IReadOnlyList<string> Notes { get; }
 
     /// <summary>The exact command lines per host, one a line: the ShouldProcess action text.</summary>
-    public string Describe() => string.Join(Environment.NewLine, Steps.Select(s => s.ToString()));
+    public string Describe() => PlannedCommand.Describe(Steps);
 
     public override string ToString() => Describe();
 }

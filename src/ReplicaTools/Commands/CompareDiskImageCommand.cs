@@ -13,12 +13,14 @@ namespace ReplicaTools.Commands;
 public sealed class CompareDiskImageCommand : HostCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     [Alias("Path", "FullName")]
     public string ReferencePath { get; set; } = string.Empty;
 
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     public string DifferencePath { get; set; } = string.Empty;
 
     [Parameter]
@@ -48,9 +50,14 @@ public sealed class CompareDiskImageCommand : HostCmdlet
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(ReferencePath, nameof(ReferencePath)) || !HasArgument(DifferencePath, nameof(DifferencePath)))
+        {
+            return;
+        }
+
         var defaultSession = ResolveSession();
-        var reference = ResolveSide(ReferenceSession, ReferenceHostName, defaultSession);
-        var difference = ResolveSide(DifferenceSession, DifferenceHostName, defaultSession);
+        var reference = ResolveSession(ReferenceSession, ReferenceHostName, defaultSession);
+        var difference = ResolveSession(DifferenceSession, DifferenceHostName, defaultSession);
         var referencePath = StorageCmdletHelpers.ResolvePath(this, reference, ReferencePath);
         var differencePath = StorageCmdletHelpers.ResolvePath(this, difference, DifferencePath);
         var options = new CompareOptions { NbdAddress = NbdAddress };
@@ -59,24 +66,6 @@ public sealed class CompareDiskImageCommand : HostCmdlet
         {
             WriteVerbose(result.Message);
             WriteObject(Quiet ? result.Identical : result);
-        }
-    }
-
-    private ReplicaSession ResolveSide(ReplicaSession? session, string? hostName, ReplicaSession fallback)
-    {
-        if (session is null && string.IsNullOrEmpty(hostName))
-        {
-            return fallback;
-        }
-
-        try
-        {
-            return HostResolver.Resolve(session, hostName);
-        }
-        catch (Exception ex) when (IsReportable(ex))
-        {
-            ThrowTerminating(ex, hostName);
-            throw;
         }
     }
 }

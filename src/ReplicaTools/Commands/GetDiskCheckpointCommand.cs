@@ -5,22 +5,8 @@ namespace ReplicaTools.Commands;
 
 [Cmdlet(VerbsCommon.Get, "DiskCheckpoint")]
 [OutputType(typeof(DiskCheckpoint))]
-public sealed class GetDiskCheckpointCommand : HostCmdlet
+public sealed class GetDiskCheckpointCommand : VmCmdlet
 {
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
-    [Alias("Domain")]
-    public string? VMName { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    public string? QmpSocket { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    public string? LibvirtUri { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Drive { get; set; }
-
     /// <summary>Checkpoint names; wildcards allowed.</summary>
     [Parameter(Position = 1)]
     [SupportsWildcards]
@@ -33,40 +19,15 @@ public sealed class GetDiskCheckpointCommand : HostCmdlet
 
     protected override void ProcessRecord()
     {
-        var session = ResolveSession();
-        Core.Qemu.VirtualMachine vm;
-        try
-        {
-            vm = VmParameters.Open(session, VMName, QmpSocket, LibvirtUri);
-        }
-        catch (ArgumentException ex)
-        {
-            ThrowTerminating(ex, VMName ?? QmpSocket);
-            return;
-        }
-
-        var checkpoints = TryRun(token => DiskCheckpointManager.ListAsync(vm, Drive, token), vm.Name);
+        var vm = OpenVm();
+        var checkpoints = TryRun(token => DiskCheckpointManager.ListAsync(vm, DriveOrNull, token), vm.Name);
         if (checkpoints is null)
         {
             return;
         }
 
-        var patterns = Name?.Select(n => WildcardPattern.Get(n, WildcardOptions.IgnoreCase)).ToArray();
-        foreach (var checkpoint in checkpoints)
-        {
-            if ((!CloneOnly || checkpoint.IsCloneCheckpoint) && (patterns is null || patterns.Any(p => p.IsMatch(checkpoint.Name))))
-            {
-                WriteObject(checkpoint);
-            }
-        }
-
-        foreach (var name in Name ?? Array.Empty<string>())
-        {
-            if (!WildcardPattern.ContainsWildcardCharacters(name) && !checkpoints.Any(c => string.Equals(c.Name, name, StringComparison.OrdinalIgnoreCase)))
-            {
-                WriteError(new ErrorRecord(new ItemNotFoundException($"{vm.DisplayName} has no checkpoint '{name}'{(Drive is null ? string.Empty : $" on disk '{Drive}'")}."),
-                    "CheckpointNotFound", ErrorCategory.ObjectNotFound, name));
-            }
-        }
+        var selection = new WildcardSelection(Name, "CheckpointNotFound",
+            name => $"{vm.DisplayName} has no checkpoint '{name}'{(DriveOrNull is null ? string.Empty : $" on disk '{DriveOrNull}'")}. Get-DiskCheckpoint lists them.");
+        WriteObject(selection.Select(this, checkpoints, c => c.Name).Where(c => !CloneOnly || c.IsCloneCheckpoint), enumerateCollection: true);
     }
 }

@@ -13,9 +13,9 @@ public sealed class GetDriveMirrorCommand : MirrorCmdlet
 
     protected override void ProcessRecord()
     {
-        var session = ResolveSession();
-        var backend = OpenBackend(session);
-        var jobs = TryRun(token => backend.GetAsync(DriveOrNull, !NoStallCheck, token), TargetName(session));
+        var backend = OpenBackend();
+        var target = TargetName(backend.VirtualMachine.Target);
+        var jobs = TryRun(token => backend.GetAsync(DriveOrNull, !NoStallCheck, token), target);
         if (jobs is null)
         {
             return;
@@ -24,7 +24,7 @@ public sealed class GetDriveMirrorCommand : MirrorCmdlet
         if (jobs.Count == 0 && DriveOrNull is not null)
         {
             WriteError(ToErrorRecord(new ReplicaTools.Core.ReplicaException("MirrorNotFound", ReplicaTools.Core.ReplicaErrorCategory.ObjectNotFound,
-                $"{TargetName(session)} has no mirror job.", session.Host.Name, TargetName(session))));
+                $"{target} has no mirror job.", backend.VirtualMachine.Host.Name, target)));
             return;
         }
 

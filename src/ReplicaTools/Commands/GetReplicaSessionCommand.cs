@@ -11,10 +11,14 @@ public sealed class GetReplicaSessionCommand : ReplicaCmdlet
     public int[] Id { get; set; } = Array.Empty<int>();
 
     [Parameter(ParameterSetName = "Name", Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [AllowNull]
+    [AllowEmptyCollection]
     [SupportsWildcards]
     public string[] Name { get; set; } = Array.Empty<string>();
 
     [Parameter(ParameterSetName = "HostName", Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    [AllowNull]
+    [AllowEmptyCollection]
     [SupportsWildcards]
     [Alias("ComputerName")]
     public string[] HostName { get; set; } = Array.Empty<string>();
@@ -39,11 +43,13 @@ public sealed class GetReplicaSessionCommand : ReplicaCmdlet
                 }
 
                 break;
-            case "Name":
-                WriteMatches(sessions, Name, s => s.Name);
+            case "Name" when HasArgument(Name, nameof(Name)):
+                WriteObject(Selection(Name).Select(this, sessions, s => s.Name), enumerateCollection: true);
                 break;
-            case "HostName":
-                WriteMatches(sessions, HostName, s => s.HostName);
+            case "HostName" when HasArgument(HostName, nameof(HostName)):
+                WriteObject(Selection(HostName).Select(this, sessions, s => s.HostName), enumerateCollection: true);
+                break;
+            case "Name" or "HostName":
                 break;
             default:
                 WriteObject(sessions, enumerateCollection: true);
@@ -51,18 +57,7 @@ public sealed class GetReplicaSessionCommand : ReplicaCmdlet
         }
     }
 
-    private void WriteMatches(IReadOnlyList<ReplicaSession> sessions, string[] patterns, Func<ReplicaSession, string> key)
-    {
-        foreach (var pattern in patterns)
-        {
-            var wildcard = WildcardPattern.Get(pattern, WildcardOptions.IgnoreCase);
-            var matches = sessions.Where(s => wildcard.IsMatch(key(s))).ToArray();
-            if (matches.Length == 0 && !WildcardPattern.ContainsWildcardCharacters(pattern))
-            {
-                WriteError(new ErrorRecord(new ItemNotFoundException($"There is no ReplicaTools session for '{pattern}'. Get-ReplicaSession lists the open ones."), "SessionNotFound", ErrorCategory.ObjectNotFound, pattern));
-            }
-
-            WriteObject(matches, enumerateCollection: true);
-        }
-    }
+    /// <summary>How the session cmdlets pick sessions by name or host name (<see cref="WildcardSelection"/>).</summary>
+    internal static WildcardSelection Selection(string[] patterns) =>
+        new(patterns, "SessionNotFound", pattern => $"There is no ReplicaTools session for '{pattern}'. Get-ReplicaSession lists the open ones.");
 }

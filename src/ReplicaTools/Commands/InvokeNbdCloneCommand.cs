@@ -7,26 +7,11 @@ namespace ReplicaTools.Commands;
 
 [Cmdlet(VerbsLifecycle.Invoke, "NbdClone", SupportsShouldProcess = true)]
 [OutputType(typeof(CloneResult))]
-public sealed class InvokeNbdCloneCommand : HostCmdlet
+public sealed class InvokeNbdCloneCommand : VmCmdlet
 {
-    /// <summary>The libvirt domain whose disk is cloned.</summary>
-    [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
-    [Alias("Domain")]
-    public string? VMName { get; set; }
-
-    /// <summary>The QMP socket (on the VM host) of a bare QEMU whose disk is cloned.</summary>
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    public string? QmpSocket { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    public string? LibvirtUri { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Drive { get; set; }
-
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     public string Destination { get; set; } = string.Empty;
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
@@ -66,16 +51,20 @@ public sealed class InvokeNbdCloneCommand : HostCmdlet
 
     protected override void ProcessRecord()
     {
-        var session = ResolveSession();
-        ReplicaSession destinationSession;
+        if (!HasArgument(Destination, nameof(Destination)))
+        {
+            return;
+        }
+
+        var vm = OpenVm();
+        var destinationSession = ResolveSession(DestinationSession, DestinationHostName, ReplicaSession.Local);
         NbdCloneOperation operation;
         try
         {
-            destinationSession = HostResolver.Resolve(DestinationSession, DestinationHostName);
             operation = new NbdCloneOperation(new CloneRequest
             {
-                VirtualMachine = VmParameters.Open(session, VMName, QmpSocket, LibvirtUri),
-                Drive = Drive,
+                VirtualMachine = vm,
+                Drive = DriveOrNull,
                 Destination = Destination,
                 DestinationSession = destinationSession,
                 Incremental = Incremental,
@@ -96,9 +85,9 @@ public sealed class InvokeNbdCloneCommand : HostCmdlet
             return;
         }
 
-        var vm = operation.Request.VirtualMachine;
-        var target = $"{vm.DisplayName}, disk '{Drive ?? "(its only disk)"}' -> {destinationSession.Host.Name}:{Destination}";
-        var action = $"{(Incremental ? "Incremental" : "Full")} clone over NBD:{Environment.NewLine}  {string.Join(Environment.NewLine + "  ", operation.DescribePlan())}{Environment.NewLine}";
+        var target = $"{vm.DisplayName}, disk '{DriveOrNull ?? "(its only disk)"}' -> {destinationSession.Host.Name}:{Destination}";
+        var action = $"{(Incremental ? "Incremental" : "Full")} clone over NBD, after checking for state an interrupted clone left{(Repair ? " (and repairing it)" : string.Empty)}:" +
+                     $"{Environment.NewLine}  {string.Join(Environment.NewLine + "  ", operation.DescribePlan())}{Environment.NewLine}";
         if (!ShouldProcess(target, action))
         {
             return;

@@ -4,43 +4,24 @@ using ReplicaTools.Core.Clone;
 namespace ReplicaTools.Commands;
 
 [Cmdlet(VerbsCommon.Remove, "DiskCheckpoint", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
-public sealed class RemoveDiskCheckpointCommand : HostCmdlet
+public sealed class RemoveDiskCheckpointCommand : VmCmdlet
 {
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    [Alias("Domain")]
-    public string? VMName { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    public string? QmpSocket { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    public string? LibvirtUri { get; set; }
-
-    [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Drive { get; set; }
-
-    [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
+    [AllowNull]
+    [AllowEmptyString]
     public string Name { get; set; } = string.Empty;
 
     protected override void ProcessRecord()
     {
-        var session = ResolveSession();
-        Core.Qemu.VirtualMachine vm;
-        try
+        if (!HasArgument(Name, nameof(Name)))
         {
-            vm = VmParameters.Open(session, VMName, QmpSocket, LibvirtUri);
-        }
-        catch (ArgumentException ex)
-        {
-            WriteError(ToErrorRecord(ex, Name));
             return;
         }
 
-        if (ShouldProcess($"checkpoint '{Name}' of {vm.DisplayName}{(Drive is null ? string.Empty : $", disk '{Drive}'")}", $"Delete checkpoint ({DiskCheckpointManager.DescribeRemoval(vm, Name)})"))
+        var vm = OpenVm();
+        if (ShouldProcess($"checkpoint '{Name}' of {vm.DisplayName}{(DriveOrNull is null ? string.Empty : $", disk '{DriveOrNull}'")}", $"Delete checkpoint ({DiskCheckpointManager.PlanRemoval(vm, DriveOrNull, Name)})"))
         {
-            TryRun(token => DiskCheckpointManager.RemoveAsync(vm, Drive, Name, token), Name);
+            TryRun(token => DiskCheckpointManager.RemoveAsync(vm, DriveOrNull, Name, token), Name);
         }
     }
 }

@@ -7,7 +7,6 @@ namespace ReplicaTools.Commands;
 public sealed class RemoveReplicaSessionCommand : ReplicaCmdlet
 {
     [Parameter(ParameterSetName = "Session", Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNull]
     public ReplicaSession[] Session { get; set; } = Array.Empty<ReplicaSession>();
 
     [Parameter(ParameterSetName = "Id", Mandatory = true)]
@@ -21,10 +20,11 @@ public sealed class RemoveReplicaSessionCommand : ReplicaCmdlet
     protected override void ProcessRecord()
     {
         var sessions = ReplicaSessionRegistry.Sessions;
+        var matches = GetReplicaSessionCommand.Selection(HostName).Matcher;
         IEnumerable<ReplicaSession> targets = ParameterSetName switch
         {
             "Id" => sessions.Where(s => Id.Contains(s.Id)),
-            "HostName" => sessions.Where(s => HostName.Any(p => WildcardPattern.Get(p, WildcardOptions.IgnoreCase).IsMatch(s.HostName) || WildcardPattern.Get(p, WildcardOptions.IgnoreCase).IsMatch(s.Name))),
+            "HostName" => sessions.Where(s => matches(s.HostName) || matches(s.Name)),
             _ => Session.Where(s => !s.IsLocal),
         };
 

@@ -12,14 +12,14 @@ public sealed class ResumeDriveMirrorCommand : MirrorCmdlet
 
     protected override void ProcessRecord()
     {
-        var session = ResolveSession();
-        var backend = OpenBackend(session);
-        if (!ShouldProcess(TargetName(session), "Resume the mirror job"))
+        var backend = OpenBackend();
+        var target = TargetName(backend.VirtualMachine.Target);
+        if (!ShouldProcess(target, "Resume the mirror job"))
         {
             return;
         }
 
-        var job = TryRun(token => backend.ResumeAsync(DriveOrNull, token), TargetName(session));
+        var job = TryRun(token => backend.ResumeAsync(DriveOrNull, token), target);
         if (job is not null && PassThru)
         {
             WriteObject(job);

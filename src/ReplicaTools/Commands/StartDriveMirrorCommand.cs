@@ -10,13 +10,13 @@ public sealed class StartDriveMirrorCommand : MirrorCmdlet
 {
     /// <summary>The mirror copy: an absolute path on the VM host or an nfs://server/export/file URL.</summary>
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     [Alias("Target")]
     public string Destination { get; set; } = string.Empty;
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Format { get; set; }
+    public string? Format { get; set => field = Given(value); }
 
     [Parameter]
     public MirrorSyncMode Sync { get; set; } = MirrorSyncMode.Full;
@@ -45,8 +45,13 @@ public sealed class StartDriveMirrorCommand : MirrorCmdlet
 
     protected override void ProcessRecord()
     {
-        var session = ResolveSession();
-        var backend = OpenBackend(session);
+        if (!HasArgument(Destination, nameof(Destination)))
+        {
+            return;
+        }
+
+        var backend = OpenBackend();
+        var target = TargetName(backend.VirtualMachine.Target);
         MirrorStartRequest request;
         try
         {
@@ -67,19 +72,19 @@ public sealed class StartDriveMirrorCommand : MirrorCmdlet
             return;
         }
 
-        var plan = TryRun(token => backend.PlanStartAsync(request, token), TargetName(session));
+        var plan = TryRun(token => backend.PlanStartAsync(request, token), target);
         if (plan is null)
         {
             return;
         }
 
         var what = $"Mirror drive '{plan.Disk.Drive}' ({plan.Disk.Source}) to {plan.Destination} as {plan.Format}, {(plan.CreatesDestination ? "creating it" : "reusing the existing image")}:{Environment.NewLine}{plan.Describe()}";
-        if (!ShouldProcess($"{plan.VirtualMachine.Name}:{plan.Disk.Drive} on {session.Host.Name}", what))
+        if (!ShouldProcess($"{plan.VirtualMachine.Name}:{plan.Disk.Drive} on {backend.VirtualMachine.Host.Name}", what))
         {
             return;
         }
 
-        var job = TryRun(token => backend.StartAsync(plan, token), TargetName(session));
+        var job = TryRun(token => backend.StartAsync(plan, token), target);
         if (job is null)
         {
             return;

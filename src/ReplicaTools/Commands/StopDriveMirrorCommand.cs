@@ -25,16 +25,16 @@ public sealed class StopDriveMirrorCommand : MirrorCmdlet
 
     protected override void ProcessRecord()
     {
-        var session = ResolveSession();
-        var backend = OpenBackend(session);
-        var plan = TryRun(token => backend.PlanStopAsync(DriveOrNull, Pivot, Force, token), TargetName(session));
+        var backend = OpenBackend();
+        var target = TargetName(backend.VirtualMachine.Target);
+        var plan = TryRun(token => backend.PlanStopAsync(DriveOrNull, Pivot, Force, token), target);
         if (plan is null)
         {
             return;
         }
 
         var job = plan.Job;
-        if (!ShouldProcess($"{job.VM}:{job.Drive} on {session.Host.Name} (mirror to {job.Destination})", $"{plan.Action}:{Environment.NewLine}{plan.Describe()}"))
+        if (!ShouldProcess($"{job.VM}:{job.Drive} on {backend.VirtualMachine.Host.Name} (mirror to {job.Destination})", $"{plan.Action}:{Environment.NewLine}{plan.Describe()}"))
         {
             return;
         }

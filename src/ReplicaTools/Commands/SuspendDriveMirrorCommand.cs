@@ -12,14 +12,14 @@ public sealed class SuspendDriveMirrorCommand : MirrorCmdlet
 
     protected override void ProcessRecord()
     {
-        var session = ResolveSession();
-        var backend = OpenBackend(session);
-        if (!ShouldProcess(TargetName(session), "Pause the mirror job (guest writes are still tracked)"))
+        var backend = OpenBackend();
+        var target = TargetName(backend.VirtualMachine.Target);
+        if (!ShouldProcess(target, "Pause the mirror job (guest writes are still tracked)"))
         {
             return;
         }
 
-        var job = TryRun(token => backend.SuspendAsync(DriveOrNull, token), TargetName(session));
+        var job = TryRun(token => backend.SuspendAsync(DriveOrNull, token), target);
         if (job is not null && PassThru)
         {
             WriteObject(job);

@@ -19,15 +19,15 @@ public sealed class WaitDriveMirrorCommand : MirrorCmdlet
 
     protected override void ProcessRecord()
     {
-        var session = ResolveSession();
-        var backend = OpenBackend(session);
+        var backend = OpenBackend();
+        var target = TargetName(backend.VirtualMachine.Target);
         var options = new MirrorWaitOptions
         {
             Timeout = TimeoutSeconds > 0 ? TimeSpan.FromSeconds(TimeoutSeconds) : null,
             StallTimeout = TimeSpan.FromSeconds(StallTimeoutSeconds),
             ProbeAfter = TimeSpan.FromSeconds(Math.Min(10, StallTimeoutSeconds)),
         };
-        var job = TryRun(token => backend.WaitAsync(DriveOrNull, options, token), TargetName(session));
+        var job = TryRun(token => backend.WaitAsync(DriveOrNull, options, token), target);
         if (job is not null)
         {
             WriteObject(job);

@@ -118,10 +118,10 @@ public sealed class CloneUnitTests
 
         var plan = string.Join('\n', operation.DescribePlan());
 
-        Assert.Contains("[localhost] virsh backup-begin vm1", plan);
+        Assert.Contains("[localhost] virsh -q -c qemu:///system backup-begin -- vm1", plan);
         Assert.Contains("qemu:dirty-bitmap:", plan);
         Assert.Contains("mv -f -T -- '/srv/clones/vm1 disk.raw.rtclone-partial' '/srv/clones/vm1 disk.raw'", plan);
-        Assert.Contains("virsh domjobabort vm1", plan);
+        Assert.Contains("virsh -q -c qemu:///system domjobabort -- vm1", plan);
         Assert.Contains("checksum", plan);
     }
 

@@ -602,7 +602,7 @@ public sealed class QmpCloneTests : IAsyncLifetime
         return nodes.EnumerateArray().Where(n => n.GetProperty("node-name").GetString() == QemuVm.NodeName(Device) && n.TryGetProperty("dirty-bitmaps", out _))
             .SelectMany(n => n.GetProperty("dirty-bitmaps").EnumerateArray())
             .Where(b => b.TryGetProperty("name", out _))
-            .Select(b => new DiskCheckpoint { VMName = vm.SocketPath, Backend = VmBackend.Qmp, Drive = Device, Name = b.GetProperty("name").GetString()!, Recording = b.GetProperty("recording").GetBoolean() })
+            .Select(b => new DiskCheckpoint(VmTarget.Qmp(ReplicaSession.Local, vm.SocketPath)) { Drive = Device, Name = b.GetProperty("name").GetString()!, Recording = b.GetProperty("recording").GetBoolean() })
             .ToList();
     }
 

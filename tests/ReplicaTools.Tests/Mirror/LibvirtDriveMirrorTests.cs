@@ -27,8 +27,8 @@ public sealed class LibvirtDriveMirrorTests(LibvirtFixture fixture)
         var mirror = VirtualMachine.Open(ReplicaSession.Local, name, null).CreateMirrorBackend();
 
         var plan = await mirror.PlanStartAsync(new MirrorStartRequest { Destination = ImageLocation.Parse(destination) });
-        Assert.Contains(plan.Steps, s => s.Command.Contains("blockcopy") && s.Command.Contains(destination));
-        Assert.Equal(persistent, plan.Steps.Any(s => s.Command.Contains("--transient-job")));
+        Assert.Contains(plan.Steps, s => s.Text.Contains("blockcopy") && s.Text.Contains(destination));
+        Assert.Equal(persistent, plan.Steps.Any(s => s.Text.Contains("--transient-job")));
         Assert.False(File.Exists(destination));
 
         var job = await mirror.StartAsync(plan);

@@ -157,7 +157,7 @@ public sealed class NfsSeedScenarioTests(MirrorNfsFixture nfs) : IAsyncLifetime
             var destination = nfs.Nfs2.Url(file);
 
             var plan = await mirror.PlanStartAsync(new MirrorStartRequest { Destination = ImageLocation.Parse(destination), BandwidthMBps = 8 });
-            Assert.Contains(plan.Steps, s => s.Command.Contains("--xml /dev/stdin") && s.Command.Contains("protocol='nfs'") && s.Command.Contains("<identity"));
+            Assert.Contains(plan.Steps, s => s.Text.Contains("--xml /dev/stdin") && s.Text.Contains("protocol='nfs'") && s.Text.Contains("<identity"));
             await mirror.StartAsync(plan);
             libvirt.Write(name, 0x41, 4 * MiB, MiB);
             libvirt.Write(name, 0x42, 30 * MiB, MiB);

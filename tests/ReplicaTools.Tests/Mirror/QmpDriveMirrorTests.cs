@@ -51,13 +51,13 @@ public sealed class QmpDriveMirrorTests : IAsyncLifetime
         Assert.True(plan.CreatesDestination);
         Assert.Equal(format, plan.Format);
         Assert.Equal(2, plan.Steps.Count);
-        Assert.Contains("\"execute\":\"object-add\"", plan.Steps[0].Command);
-        Assert.Contains(destination, plan.Steps[0].Command);
+        Assert.Contains("\"execute\":\"object-add\"", plan.Steps[0].Text);
+        Assert.Contains(destination, plan.Steps[0].Text);
         var step = plan.Steps[1];
-        Assert.Contains("\"execute\":\"drive-mirror\"", step.Command);
-        Assert.Contains("\"job-id\":\"rt-mirror-virtio0\"", step.Command);
-        Assert.Contains("\"auto-dismiss\":false", step.Command);
-        Assert.Contains("\"mode\":\"absolute-paths\"", step.Command);
+        Assert.Contains("\"execute\":\"drive-mirror\"", step.Text);
+        Assert.Contains("\"job-id\":\"rt-mirror-virtio0\"", step.Text);
+        Assert.Contains("\"auto-dismiss\":false", step.Text);
+        Assert.Contains("\"mode\":\"absolute-paths\"", step.Text);
         Assert.False(File.Exists(destination), "planning must not create anything");
 
         var started = await mirror.StartAsync(plan);
@@ -81,7 +81,7 @@ public sealed class QmpDriveMirrorTests : IAsyncLifetime
         Assert.Equal(source, listed.Source);
 
         var stopPlan = await mirror.PlanStopAsync(null, pivot: false, force: false);
-        Assert.Contains(stopPlan.Steps, s => s.Command.Contains("\"block-job-cancel\"") && s.Command.Contains("\"force\":false"));
+        Assert.Contains(stopPlan.Steps, s => s.Text.Contains("\"block-job-cancel\"") && s.Text.Contains("\"force\":false"));
         var stopped = await mirror.StopAsync(stopPlan, TimeSpan.FromMinutes(2));
         Assert.Equal(DriveMirrorState.Stopped, stopped.State);
         Assert.Empty(await mirror.GetAsync(null));
@@ -92,6 +92,36 @@ public sealed class QmpDriveMirrorTests : IAsyncLifetime
         Assert.True(identical, output);
         Assert.True(Images.HasPattern(destination, format, 0xe1, 40 * MiB, 2 * MiB));
         Assert.True(Images.HasPattern(destination, format, 0xc3, 31 * MiB, MiB));
+    }
+
+    /// <summary>
+    /// Regression (issue 7): a storage-only QEMU (-machine none) has no QOM /objects container until its first object, and
+    /// qom-list '/objects' answered DeviceNotFound, which failed Get-DriveMirror, -WhatIf and Start-DriveMirror.
+    /// </summary>
+    [Fact]
+    public async Task MachineNone_NoObjectsContainer_MeansNoMirrorState_AndTheMirrorStillCopiesEveryByte()
+    {
+        var source = Path.Combine(directory, "storage-only.qcow2");
+        Images.Create(source, "qcow2", "32M");
+        Images.Write(source, "qcow2", 0xa1, 0, 2 * MiB);
+        var vm = await QemuVm.StartStorageOnlyAsync(directory, "none0", new LabDisk("disk0", source, "qcow2"));
+        vms.Add(vm);
+        var mirror = vm.Machine().CreateMirrorBackend();
+
+        Assert.Empty(await mirror.GetAsync(null));
+        var destination = Path.Combine(directory, "storage-only-copy.qcow2");
+        var plan = await mirror.PlanStartAsync(new MirrorStartRequest { Destination = ImageLocation.Parse(destination), Drive = "disk0" });
+        Assert.Contains("\"execute\":\"drive-mirror\"", plan.Steps[^1].Text);
+        await mirror.StartAsync(plan);
+        await vm.WriteNodeAsync("disk0", 0xb7, 5 * MiB, MiB);
+        Assert.True((await mirror.WaitAsync("disk0", new MirrorWaitOptions())).Ready);
+        Assert.Equal(DriveMirrorState.Ready, Assert.Single(await mirror.GetAsync("disk0")).State);
+        await mirror.StopAsync(await mirror.PlanStopAsync("disk0", pivot: false, force: false), TimeSpan.FromMinutes(2));
+        await vm.DisposeAsync();
+
+        var (identical, output) = Images.Compare(source, "qcow2", destination, "qcow2");
+        Assert.True(identical, output);
+        Assert.True(Images.HasPattern(destination, "qcow2", 0xb7, 5 * MiB, MiB));
     }
 
     [Fact]
@@ -109,7 +139,7 @@ public sealed class QmpDriveMirrorTests : IAsyncLifetime
         var mirror = vm.Machine().CreateMirrorBackend();
 
         var plan = await mirror.PlanStartAsync(new MirrorStartRequest { Destination = ImageLocation.Parse(destination), Sync = MirrorSyncMode.Top });
-        Assert.Contains("\"sync\":\"top\"", plan.Steps[^1].Command);
+        Assert.Contains("\"sync\":\"top\"", plan.Steps[^1].Text);
         await mirror.StartAsync(plan);
         await mirror.WaitAsync(null, new MirrorWaitOptions());
         await vm.WriteAsync("virtio0", 0x7b, 20 * MiB, MiB);
@@ -153,7 +183,7 @@ public sealed class QmpDriveMirrorTests : IAsyncLifetime
         await vm.WriteAsync("virtio0", 0xd2, 20 * MiB, MiB);
 
         var plan = await mirror.PlanStopAsync("virtio0", pivot: true, force: false);
-        Assert.Contains(plan.Steps, s => s.Command.Contains("\"block-job-complete\""));
+        Assert.Contains(plan.Steps, s => s.Text.Contains("\"block-job-complete\""));
         var pivoted = await mirror.StopAsync(plan, TimeSpan.FromMinutes(2));
 
         Assert.Equal(DriveMirrorState.Pivoted, pivoted.State);
@@ -224,7 +254,7 @@ public sealed class QmpDriveMirrorTests : IAsyncLifetime
         var mirror = Open(vm);
         var plan = await mirror.PlanStartAsync(new MirrorStartRequest { Destination = ImageLocation.Parse(destination), ReuseExisting = true, BandwidthMBps = 1 });
         Assert.False(plan.CreatesDestination);
-        Assert.Contains("\"mode\":\"existing\"", plan.Steps[^1].Command);
+        Assert.Contains("\"mode\":\"existing\"", plan.Steps[^1].Text);
         await mirror.StartAsync(plan);
 
         var cancelled = await mirror.StopAsync(await mirror.PlanStopAsync(null, pivot: false, force: true), TimeSpan.FromMinutes(2));

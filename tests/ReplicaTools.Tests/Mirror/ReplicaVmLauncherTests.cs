@@ -46,7 +46,7 @@ public sealed class ReplicaVmLauncherTests : IAsyncLifetime
 
         var plan = await launcher.PlanAsync(Request("fo1", socket, primary, mirror));
         Assert.Equal(1, plan.Candidate);
-        Assert.Contains(plan.Steps, s => s.Command.Contains("-daemonize") && s.Command.Contains(mirror) && s.Command.Contains("-S"));
+        Assert.Contains(plan.Steps, s => s.Text.Contains("-daemonize") && s.Text.Contains(mirror) && s.Text.Contains("-S"));
         var result = await launcher.StartAsync(plan);
 
         Assert.Equal(mirror, result.UsedCopy);
@@ -205,4 +205,16 @@ public sealed class LibvirtReplicaVmLauncherTests(LibvirtFixture fixture)
             lab.Destroy(name);
         }
     }
+
+    /// <summary>Regression (issue 7): a pid of 0 reached Start-ReplicaVM's output, and Stop-Process -Id 0 killed the caller's process group.</summary>
+    [Theory]
+    [InlineData("4242\n", 4242)]
+    [InlineData("  77 ", 77)]
+    [InlineData("0\n", null)]
+    [InlineData("1", null)]
+    [InlineData("-5", null)]
+    [InlineData("", null)]
+    [InlineData("cat: /run/vm.pid: No such file or directory", null)]
+    public void ProcessId_FromThePidFile_IsNeverZeroOrAnotherProcessGroupsId(string content, int? expected) =>
+        Assert.Equal(expected, ReplicaVmLauncher.ParseProcessId(content));
 }
