@@ -84,7 +84,7 @@ public static class DiskCheckpointManager
                     continue;
                 }
 
-                var target = vm is LibvirtVirtualMachine libvirt ? $"-VMName '{libvirt.DomainName}'" : $"-QmpSocket '{vm.Name}'";
+                var target = vm.Backend == VmBackend.Libvirt ? $"-VMName '{vm.Name}'" : $"-QmpSocket '{vm.Name}'";
                 checkpoint.Problem = $"orphaned: {gone}. Nothing will read this checkpoint again, and its dirty bitmap keeps counting every guest write. " +
                                      $"Remove it with: Remove-DiskCheckpoint {target} -Drive '{checkpoint.Drive}' -Name '{checkpoint.Name}' (or pipe Get-DiskCheckpoint | Where-Object Orphaned into Remove-DiskCheckpoint)";
                 OperationContext.Reporter.Warning($"{vm.DisplayName}, disk '{checkpoint.Drive}': checkpoint '{checkpoint.Name}' is {checkpoint.Problem}.");

@@ -36,7 +36,7 @@ public sealed class CloneUnitTests
     public void ChainMismatch_NamesARestoredDestination_AndARestoredVm()
     {
         var destination = new CloneDestination(LocalHost.Instance, "/tmp/x/a.raw");
-        DiskCheckpoint At(long generation) => new() { VMName = "vm", Backend = VmBackend.Qmp, Drive = "virtio0", Name = CloneNames.Checkpoint("0123abcd", generation) };
+        DiskCheckpoint At(long generation) => new(VmTarget.Qmp(ReplicaSession.Local, "/run/vm.qmp")) { Drive = "virtio0", Name = CloneNames.Checkpoint("0123abcd", generation) };
 
         var restored = NbdCloneOperation.ChainMismatch(destination, CloneNames.Checkpoint("0123abcd", 1), new[] { At(2) });
         Assert.Contains("matches checkpoint 'rtclone-0123abcd-000001', older than the VM's newest checkpoint of its chain, 'rtclone-0123abcd-000002'", restored);
