@@ -142,12 +142,11 @@ public sealed partial class ReplicatedDiskManager
         return new ReplicatedDiskPlan(name, actions, notes) { Warnings = warnings, Sessions = pair.Probes.Select(p => p.Session).ToArray() };
     }
 
-    /// <summary>Runs a switch or remove plan; returns the disk's state afterwards (null once it is removed).</summary>
-    public async Task<ReplicatedDisk?> RunAsync(ReplicatedDiskPlan plan, bool readBack = true, CancellationToken cancellationToken = default)
+    /// <summary>Runs a plan without reading the disk back (a removal, for which there is nothing left to read).</summary>
+    public Task RunAsync(ReplicatedDiskPlan plan, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(plan);
-        await RunActionsAsync(plan, cancellationToken).ConfigureAwait(false);
-        return readBack ? await GetAsync(plan.Sessions, plan.Name, cancellationToken).ConfigureAwait(false) : null;
+        return RunActionsAsync(plan, cancellationToken);
     }
 
     private static IEnumerable<string> Names(DrbdHostProbe probe) => new[] { probe.Session.Name, probe.Session.HostName, probe.Host.Name, probe.NodeName };

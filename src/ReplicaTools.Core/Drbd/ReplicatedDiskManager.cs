@@ -118,7 +118,7 @@ public sealed partial class ReplicatedDiskManager
         return new ReplicatedDiskPlan(config.Name, actions, notes) { Warnings = ModuleWarnings(probes), Sessions = probes.Select(p => p.Session).ToArray() };
     }
 
-    /// <summary>Runs a plan action by action, then reads the disk's state back from both hosts.</summary>
+    /// <summary>Runs a plan (new, switch) action by action, then reads the disk's state back from its hosts.</summary>
     /// <exception cref="ReplicaException">A step failed: the message says which, and what was done before it (running the same request again continues).</exception>
     public async Task<ReplicatedDisk> ExecuteAsync(ReplicatedDiskPlan plan, CancellationToken cancellationToken = default)
     {

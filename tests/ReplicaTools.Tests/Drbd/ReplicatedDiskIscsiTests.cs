@@ -36,7 +36,7 @@ public sealed class ReplicatedDiskIscsiTests : DrbdLabTest
         Assert.NotEqual(0, refused.ExitCode);
 
         // The switch moves the target: deleted from mirror-a's tgtd (file kept as standby), started on mirror-b's.
-        disk = (await Manager.RunAsync(await Manager.PlanSwitchAsync(Both, "r0", "mirror-b", force: false)))!;
+        disk = await Manager.ExecuteAsync(await Manager.PlanSwitchAsync(Both, "r0", "mirror-b", force: false));
         Assert.Equal($"iscsi://127.0.0.3:{Text(Lab.TgtB.Port)}/{Iqn}/1", disk.Uri);
         Assert.Empty(Lab.TgtA.TargetNames());
         Assert.Equal(new[] { Iqn }, Lab.TgtB.TargetNames());
@@ -47,7 +47,7 @@ public sealed class ReplicatedDiskIscsiTests : DrbdLabTest
         await Lab.TgtA.RestartAsync();
         Assert.Empty(Lab.TgtA.TargetNames());
 
-        await Manager.RunAsync(await Manager.PlanRemoveAsync(Both, "r0", wipeMetadata: false, force: false), readBack: false);
+        await Manager.RunAsync(await Manager.PlanRemoveAsync(Both, "r0", wipeMetadata: false, force: false));
         Assert.Empty(Lab.TgtB.TargetNames());
         Assert.Empty(FilesIn(Lab.TgtA.ConfigDirectory));
         Assert.Empty(FilesIn(Lab.TgtB.ConfigDirectory));

@@ -60,7 +60,7 @@ public sealed class ReplicatedDiskMountTests : DrbdLabTest
         Assert.Equal("TargetDevInUse", taken.ErrorId);
 
         // After a switch, the export moves to mirror-b: the element for the new Uri attaches as the next drive and reads the same data.
-        disk = (await Manager.RunAsync(await Manager.PlanSwitchAsync(Both, "r0", "mirror-b", force: false)))!;
+        disk = await Manager.ExecuteAsync(await Manager.PlanSwitchAsync(Both, "r0", "mirror-b", force: false));
         var second = await NetworkDiskAttacher.AttachAsync(await NetworkDiskAttacher.PlanAsync(vm, disk.Uri!, LibvirtDiskBus.Virtio, null, null, persistent: false));
         Assert.Equal("vdc", second.Drive);
         read = ReadInGuest(libvirt, name, 2, $"read -P 0x5d {MiB} {MiB}");

@@ -126,7 +126,7 @@ public sealed class ReplicatedDiskNbdTests : DrbdLabTest
 
         var rest = await Manager.PlanSwitchAsync(Both, "r0", "mirror-b", force: false);
         Assert.Equal(new[] { "[mirror-b] promote mirror-b to primary", "[mirror-b] start the Nbd export of r0" }, rest.Actions.Select(a => a.ToString()));
-        var disk = (await Manager.RunAsync(rest))!;
+        var disk = await Manager.ExecuteAsync(rest);
         Assert.Equal(("127.0.0.3", "127.0.0.3", $"nbd://127.0.0.3:{Text(NbdPort)}/r0"), (disk.Primary, disk.ExportHost, disk.Uri));
         Assert.Equal(ReplicatedDiskExportState.Standby, disk.Hosts.Single(h => h.NodeName == "mirror-a").ExportState);
         await QemuIoAsync(disk.Uri!, $"read -P 0x3c {2 * MiB} {MiB}");
@@ -152,7 +152,7 @@ public sealed class ReplicatedDiskNbdTests : DrbdLabTest
         var plan = await Manager.PlanSwitchAsync(Both, "r0", "mirror-b", force: true);
         Assert.Equal(new[] { "[mirror-b] promote mirror-b to primary", "[mirror-b] start the Nbd export of r0" }, plan.Actions.Select(a => a.ToString()));
         Assert.Contains(plan.Warnings, w => w.HostName == "mirror-b" && w.Message.Contains("cannot be reached", StringComparison.Ordinal));
-        var disk = (await Manager.RunAsync(plan))!;
+        var disk = await Manager.ExecuteAsync(plan);
         var b = disk.Hosts.Single(h => h.NodeName == "mirror-b");
         Assert.Equal(("Primary", "UpToDate", "Connecting", ReplicatedDiskExportState.Running), (b.Role, b.DiskState, b.ConnectionState, b.ExportState));
         var a = disk.Hosts.Single(h => h.NodeName == "mirror-a");
@@ -177,7 +177,7 @@ public sealed class ReplicatedDiskNbdTests : DrbdLabTest
             $"[mirror-b] wipe the DRBD metadata on {Lab.DiskB}",
             $"[mirror-b] remove the resource file {Lab.Layout(Lab.SessionB).ConfigFile("r0")}",
         }, plan.Actions.Select(x => x.ToString()));
-        Assert.Null(await Manager.RunAsync(plan, readBack: false));
+        await Manager.RunAsync(plan);
 
         AssertNothingLeft();
         Assert.False(HasMetadata(Lab.DiskA));
@@ -191,7 +191,7 @@ public sealed class ReplicatedDiskNbdTests : DrbdLabTest
     public async Task Remove_KeepsTheMetadataByDefault_AndNewAdoptsItOnlyWhenAsked()
     {
         await CreateInSyncAsync(Request());
-        await Manager.RunAsync(await Manager.PlanRemoveAsync(Both, "r0", wipeMetadata: false, force: false), readBack: false);
+        await Manager.RunAsync(await Manager.PlanRemoveAsync(Both, "r0", wipeMetadata: false, force: false));
         AssertNothingLeft();
         Assert.True(HasMetadata(Lab.DiskA) && HasMetadata(Lab.DiskB));
 
