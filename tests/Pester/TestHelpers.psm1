@@ -22,8 +22,10 @@ function Start-TestSshd {
         the directory; Stop-TestSshd stops it and removes the directory. With -Password (plain text, a test secret), the
         sshd takes that password for the current user instead of keys: it runs in a mount namespace of its own where a
         copy of /etc/shadow with that password is bind-mounted, so this machine's accounts are not changed (needs root).
+        With -KernelHostName the sshd runs in a UTS namespace of its own with that host name, so commands on it see it as
+        uname -n (DRBD tells its nodes apart by it).
     #>
-    param([string] $Address = '127.0.0.2', [string] $Password)
+    param([string] $Address = '127.0.0.2', [string] $Password, [string] $KernelHostName)
     $directory = Join-Path ([System.IO.Path]::GetTempPath()) ("rt-pester-sshd-" + [guid]::NewGuid().ToString('N').Substring(0, 8))
     $null = New-Item -ItemType Directory -Path $directory
     & ssh-keygen -q -t ed25519 -N '' -C pester-host -f (Join-Path $directory 'host_key')
@@ -47,6 +49,11 @@ function Start-TestSshd {
     else {
         $program = '/usr/sbin/sshd'
         $sshdArguments += @('-o', 'PermitRootLogin=prohibit-password', '-o', 'PasswordAuthentication=no')
+    }
+
+    if ($KernelHostName) {
+        $sshdArguments = @('--uts', 'sh', '-c', 'hostname "$0" && exec "$@"', $KernelHostName, $program) + $sshdArguments
+        $program = 'unshare'
     }
 
     # ProcessStartInfo.ArgumentList passes each argument as is (Start-Process would join them into one string).
