@@ -50,29 +50,48 @@ public sealed class QuorumLab : IAsyncDisposable
     /// <summary>Reads a range through the quorum node (as the guest would) and checks it holds <paramref name="pattern"/>: (read succeeded, pattern matched, qemu-io's output).</summary>
     public async Task<(bool Read, bool Matches, string Output)> ReadThroughQuorumAsync(string quorumNode, byte pattern, long offset, long length)
     {
-        var socket = Path.Combine(Directory, "test-nbd.sock");
-        await Vm.QmpAsync("nbd-server-start", new JsonObject { ["addr"] = new JsonObject { ["type"] = "unix", ["data"] = new JsonObject { ["path"] = socket } } });
+        var url = await ExportQuorumAsync(quorumNode);
         try
         {
-            await Vm.QmpAsync("block-export-add", new JsonObject { ["type"] = "nbd", ["id"] = "test-read", ["node-name"] = quorumNode, ["name"] = "q", ["writable"] = false });
-            var (code, stdout, stderr) = Tool.TryRun("qemu-io", new[] { "-r", "-f", "raw", "-c", $"read -P 0x{pattern:x2} {offset} {length}", $"nbd+unix:///q?socket={socket}" }, TimeSpan.FromSeconds(60));
-            var output = (stdout + stderr).Trim();
-            var failed = code != 0 || output.Contains("read failed", StringComparison.Ordinal);
-            return (!failed, !failed && !output.Contains("Pattern verification failed", StringComparison.Ordinal), output);
+            return Read(url, pattern, offset, length, TimeSpan.FromSeconds(60));
         }
         finally
         {
-            try
-            {
-                await Vm.QmpAsync("block-export-del", new JsonObject { ["id"] = "test-read", ["mode"] = "hard" });
-            }
-            catch (Exception)
-            {
-                // Not added.
-            }
-
-            await Vm.QmpAsync("nbd-server-stop");
+            await UnexportQuorumAsync();
         }
+    }
+
+    /// <summary>Exports the quorum node read-only over QEMU's NBD server (test monitor); returns its URL.</summary>
+    public async Task<string> ExportQuorumAsync(string quorumNode)
+    {
+        var socket = Path.Combine(Directory, "test-nbd.sock");
+        await Vm.QmpAsync("nbd-server-start", new JsonObject { ["addr"] = new JsonObject { ["type"] = "unix", ["data"] = new JsonObject { ["path"] = socket } } });
+        await Vm.QmpAsync("block-export-add", new JsonObject { ["type"] = "nbd", ["id"] = "test-read", ["node-name"] = quorumNode, ["name"] = "q", ["writable"] = false });
+        return $"nbd+unix:///q?socket={socket}";
+    }
+
+    public async Task UnexportQuorumAsync()
+    {
+        try
+        {
+            await Vm.QmpAsync("block-export-del", new JsonObject { ["id"] = "test-read", ["mode"] = "hard" });
+        }
+        catch (Exception)
+        {
+            // Not added.
+        }
+
+        await Vm.QmpAsync("nbd-server-stop");
+    }
+
+    /// <summary>qemu-io read with pattern check, killed after <paramref name="timeout"/>: (read succeeded, pattern matched, output).</summary>
+    public static (bool Read, bool Matches, string Output) Read(string url, byte pattern, long offset, long length, TimeSpan timeout)
+    {
+        var seconds = ((int)timeout.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var (code, stdout, stderr) = Tool.TryRun("timeout", new[] { "-s", "KILL", seconds, "qemu-io", "-r", "-f", "raw", "-c", $"read -P 0x{pattern:x2} {offset} {length}", url }, timeout + TimeSpan.FromSeconds(30));
+        var output = (stdout + stderr).Trim() + (code == 137 ? $" (killed after {seconds} s)" : string.Empty);
+        var failed = code != 0 || output.Contains("read failed", StringComparison.Ordinal);
+        return (!failed, !failed && !output.Contains("Pattern verification failed", StringComparison.Ordinal), output);
     }
 
     /// <summary>Overwrites bytes of an image file on disk, behind QEMU's back (the corruption the quorum is for).</summary>
@@ -82,6 +101,22 @@ public sealed class QuorumLab : IAsyncDisposable
         file.Seek(offset, SeekOrigin.Begin);
         file.Write(bytes);
         file.Flush(flushToDisk: true);
+    }
+
+    /// <summary>Reads until <paramref name="done"/> holds or 10 s passed (QEMU throttles quorum events to one per second per node).</summary>
+    public static async Task<T> WaitForAsync<T>(Func<Task<T>> read, Func<T, bool> done)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (true)
+        {
+            var value = await read();
+            if (done(value) || DateTime.UtcNow > deadline)
+            {
+                return value;
+            }
+
+            await Task.Delay(250);
+        }
     }
 
     /// <summary>The named block nodes of the VM (to show that a refused request attached nothing).</summary>

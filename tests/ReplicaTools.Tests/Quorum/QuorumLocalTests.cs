@@ -182,19 +182,4 @@ public sealed class QuorumLocalTests : IAsyncLifetime
         var read = await lab.ReadThroughQuorumAsync(disk.QuorumNode, 0x00, 5 * MiB, 4096);
         Assert.True(read.Matches, "the two zero replicas outvote the third: " + read.Output);
     }
-
-    private static async Task<T> WaitForAsync<T>(Func<Task<T>> read, Func<T, bool> done)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (true)
-        {
-            var value = await read();
-            if (done(value) || DateTime.UtcNow > deadline)
-            {
-                return value;
-            }
-
-            await Task.Delay(250);
-        }
-    }
 }
