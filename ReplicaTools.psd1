@@ -1,5 +1,7 @@
 @{
     RootModule           = 'ReplicaTools.dll'
+    # Imported before RootModule: sets up the module's own AssemblyLoadContext for the core and its dependencies.
+    NestedModules        = @('ReplicaTools.Loader.dll')
     ModuleVersion        = '0.0.0'
     GUID                 = '5d0c7c1e-4f2b-4b8e-9a57-3c2f1e9b7a41'
     Author               = 'ReplicaTools contributors'
@@ -17,6 +19,7 @@
         'Get-DiskImage'
         'Get-DiskStoreCheckpoint'
         'Get-DriveMirror'
+        'Get-IscsiTarget'
         'Get-NbdExport'
         'Get-ReplicaSession'
         'Import-ReplicaTopology'
@@ -25,11 +28,13 @@
         'Invoke-ReplicaCommand'
         'Measure-DiskThroughput'
         'New-DiskImage'
+        'New-IscsiTarget'
         'New-NbdExport'
         'New-ReplicaSession'
         'Remove-DiskCheckpoint'
         'Remove-DiskImage'
         'Remove-DiskStoreCheckpoint'
+        'Remove-IscsiTarget'
         'Remove-NbdExport'
         'Remove-ReplicaSession'
         'Resume-DriveMirror'

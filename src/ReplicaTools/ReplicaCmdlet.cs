@@ -72,6 +72,36 @@ public abstract class ReplicaCmdlet : PSCmdlet
             return true;
         }, target) is not null;
 
+    /// <summary>
+    /// Checks a mandatory parameter that can be bound from a piped object's property. Such parameters carry no
+    /// null-rejecting validation attributes: PowerShell would then fail the binding with a parameter-validation error
+    /// about a property the user never set. The check lives here instead, with the module's own error; false (and a
+    /// non-terminating MissingArgument error) when the value is null, an empty string or an empty array.
+    /// </summary>
+    protected bool HasArgument(object? value, string parameterName)
+    {
+        var empty = value switch
+        {
+            null => true,
+            string text => text.Length == 0,
+            Array array => array.Length == 0 || array.Cast<object?>().All(item => item is null or string { Length: 0 }),
+            _ => false,
+        };
+        if (empty)
+        {
+            WriteError(new ErrorRecord(
+                new ArgumentException($"-{parameterName} is empty. Pass -{parameterName}, or pipe an object whose {parameterName} property is set.", parameterName),
+                "MissingArgument",
+                ErrorCategory.InvalidArgument,
+                null));
+        }
+
+        return !empty;
+    }
+
+    /// <summary>An optional parameter bound from a piped object: an empty string means not given.</summary>
+    protected static string? Given(string? value) => string.IsNullOrEmpty(value) ? null : value;
+
     protected void ThrowTerminating(Exception ex, object? target = null) => ThrowTerminatingError(ToErrorRecord(ex, target));
 
     /// <summary>Writes a report (-ReportPath) to a local file; a path that cannot be written is a non-terminating ReportNotWritten error.</summary>

@@ -48,7 +48,7 @@ Describe 'Disk image cmdlets: parameters' {
     }
 
     It 'New-DiskImage accepts only raw, qcow2 and vdi' {
-        { New-DiskImage -Path /tmp/x.vmdk -Size 1MB -Format vmdk -ErrorAction Stop } | Should -Throw -ErrorId 'ParameterArgumentValidationError,*'
+        { New-DiskImage -Path /tmp/x.vmdk -Size 1MB -Format vmdk -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidArgument,*' -ExpectedMessage '*raw, qcow2 or vdi*'
     }
 }
 

@@ -176,3 +176,42 @@ Describe 'A VM that is not running' {
         { Get-DriveMirror -VMName '' -ErrorAction Stop } | Should -Throw -ErrorId 'InvalidArgument,*' -ExpectedMessage '*-VMName*-QmpSocket*'
     }
 }
+
+Describe 'A storage-only QEMU (-machine none)' {
+    # Regression (issue 7): QEMU creates its QOM /objects container only with the first object, and qom-list '/objects'
+    # answered DeviceNotFound, so Get-DriveMirror, -WhatIf and Start-DriveMirror failed on such a QEMU.
+    BeforeAll {
+        $script:image = Join-Path $TestDrive 'storage-only.qcow2'
+        & qemu-img create -q -f qcow2 $script:image 16M
+        & qemu-io -f qcow2 -c 'write -P 0x3c 0 2M' $script:image | Out-Null
+        $script:socket = Join-Path $TestDrive 'storage-only.qmp'
+        $pidFile = Join-Path $TestDrive 'storage-only.pid'
+        & qemu-system-x86_64 -machine none -nodefaults -display none -qmp "unix:$script:socket,server=on,wait=off" `
+            -daemonize -pidfile $pidFile -drive "if=none,id=disk0,format=qcow2,file=$script:image"
+        if ($LASTEXITCODE -ne 0) { throw "qemu-system-x86_64 failed with $LASTEXITCODE" }
+        $script:storageVm = [pscustomobject]@{ Pid = [int](Get-Content $pidFile) }
+        $script:copy = Join-Path $TestDrive 'storage-only-copy.qcow2'
+    }
+
+    AfterAll { Stop-TestVm $script:storageVm }
+
+    It 'has no mirror state before the first mirror' {
+        $errors = $null
+        Get-DriveMirror -QmpSocket $script:socket -ErrorVariable errors | Should -BeNullOrEmpty
+        $errors | Should -BeNullOrEmpty
+    }
+
+    It 'prints the plan with -WhatIf and creates nothing' {
+        $errors = $null
+        Start-DriveMirror -QmpSocket $script:socket -Drive disk0 -Destination $script:copy -WhatIf -ErrorVariable errors
+        $errors | Should -BeNullOrEmpty
+        $script:copy | Should -Not -Exist
+    }
+
+    It 'mirrors the drive, and the stopped mirror leaves an identical copy' {
+        $job = Start-DriveMirror -QmpSocket $script:socket -Drive disk0 -Destination $script:copy -Wait -PassThru
+        $job.State | Should -Be 'Ready'
+        Get-DriveMirror -QmpSocket $script:socket | Stop-DriveMirror -Confirm:$false | Out-Null
+        (Compare-DiskImage -ReferencePath $script:image -DifferencePath $script:copy).Identical | Should -BeTrue
+    }
+}

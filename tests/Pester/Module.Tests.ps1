@@ -28,6 +28,18 @@ Describe 'The ReplicaTools module' {
         $exported | Should -Be ($manifest.CmdletsToExport | Sort-Object)
     }
 
+    It 'has a conceptual help topic: Get-Help about_ReplicaTools' {
+        $topic = Get-Help about_ReplicaTools
+        $topic | Should -Not -BeNullOrEmpty
+        $text = $topic | Out-String
+        $text | Should -BeLike '*SESSIONS AND THE LOCAL DEFAULT*'
+        $text | Should -BeLike '*TOPOLOGY FILES*'
+        $text | Should -BeLike '*-WHATIF PLANS*'
+        foreach ($cmdlet in (Get-Command -Module ReplicaTools -CommandType Cmdlet).Name) {
+            $text | Should -BeLike "*$cmdlet*" -Because "about_ReplicaTools says which scenario $cmdlet serves"
+        }
+    }
+
     It 'uses only approved verbs' {
         $approved = (Get-Verb).Verb
         Get-Command -Module ReplicaTools | ForEach-Object { $approved | Should -Contain $_.Verb -Because "$($_.Name) should use an approved verb" }

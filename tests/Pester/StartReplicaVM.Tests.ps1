@@ -10,7 +10,8 @@ BeforeAll {
 }
 
 AfterAll {
-    foreach ($id in $script:started) { Stop-Process -Id $id -Force -ErrorAction SilentlyContinue }
+    # Only real QEMU pids: Stop-Process -Id 0 would signal this PowerShell's own process group.
+    foreach ($id in $script:started) { if ($id -gt 1) { Stop-Process -Id $id -Force -ErrorAction SilentlyContinue } }
     Remove-Module ReplicaTools -Force -ErrorAction SilentlyContinue
     Remove-Module TestHelpers -Force -ErrorAction SilentlyContinue
 }
@@ -39,7 +40,8 @@ Describe 'Start-ReplicaVM' {
 
     It 'starts from the first readable copy and says why the primary was skipped' {
         $socket = Join-Path $TestDrive 'fo.qmp'
-        $result = Start-ReplicaVM -Name fo -DiskPath $script:missing, $script:copy -QmpSocket $socket @common -WarningVariable warnings -WarningAction SilentlyContinue
+        $result = Start-ReplicaVM -Name fo -DiskPath $script:missing, $script:copy -QmpSocket $socket @common -WarningVariable warnings -WarningAction SilentlyContinue -ErrorAction Stop
+        $result.ProcessId | Should -BeGreaterThan 1
         $script:started.Add($result.ProcessId)
         $result.UsedCopy | Should -Be $script:copy
         $result.UsedPreference | Should -Be 2
@@ -52,8 +54,12 @@ Describe 'Start-ReplicaVM' {
     }
 
     It 'pipes into Get-DriveMirror (QmpSocket and Session bind by property name)' {
+        # A copy of its own: the VM of the test above holds its copy's write lock.
+        $copy = Join-Path $TestDrive 'pipe.vdi'
+        & qemu-img create -q -f vdi $copy 16M
         $socket = Join-Path $TestDrive 'pipe.qmp'
-        $result = Start-ReplicaVM -Name pipe -DiskPath $script:copy -QmpSocket $socket @common -Format vdi
+        $result = Start-ReplicaVM -Name pipe -DiskPath $copy -QmpSocket $socket @common -Format vdi -ErrorAction Stop
+        $result.ProcessId | Should -BeGreaterThan 1
         $script:started.Add($result.ProcessId)
         $result | Get-DriveMirror | Should -BeNullOrEmpty
     }

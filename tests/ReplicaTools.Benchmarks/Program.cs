@@ -3,10 +3,12 @@ using ReplicaTools.Benchmarks;
 // dotnet run -c Release --project tests/ReplicaTools.Benchmarks -- ssh [--count N]
 // dotnet run -c Release --project tests/ReplicaTools.Benchmarks -- clone [--size-gib 4] [--runs 3]   (as root: bare QEMU)
 // dotnet run -c Release --project tests/ReplicaTools.Benchmarks -- mirror [--size-gib 4] [--formats vdi,qcow2] [--runs 3]   (as root: NFS lab)
+// dotnet run -c Release --project tests/ReplicaTools.Benchmarks -- throughput [--seconds 3] [--runs 3] [--image-mib 1024]   (as root: nbd-server, qemu-nbd, tgtd)
 var benchmarks = new Dictionary<string, Func<string[], Task<int>>>(StringComparer.OrdinalIgnoreCase)
 {
     ["ssh"] = a => SshMultiplexBenchmark.RunAsync(IntOption(a, "--count", 200)),
     ["clone"] = a => CloneBenchmark.RunAsync(IntOption(a, "--size-gib", 4), IntOption(a, "--runs", 3)),
+    ["throughput"] = a => ThroughputBenchmark.RunAsync(IntOption(a, "--seconds", 3), IntOption(a, "--runs", 3), IntOption(a, "--image-mib", 1024)),
     ["mirror"] = a => MirrorBenchmark.RunAsync(IntOption(a, "--size-gib", 4), StringOption(a, "--formats", "vdi,qcow2").Split(',', StringSplitOptions.RemoveEmptyEntries), IntOption(a, "--runs", 3)),
 };
 

@@ -4,7 +4,8 @@ using System.Runtime.InteropServices;
 namespace ReplicaTools.HelpBuilder;
 
 /// <param name="DeclaredBy">The full name of the class that declares the parameter (the cmdlet or one of its bases).</param>
-public sealed record ParameterInfo(string Name, string TypeName, bool IsSwitch, string[] Aliases, bool SupportsWildcards, IReadOnlyList<ParameterSetUse> Sets, string DeclaredBy = "");
+/// <param name="Validations">The parameter's System.Management.Automation Validate*/Allow* attributes, by short name (ValidateNotNullOrEmpty, AllowNull, ...).</param>
+public sealed record ParameterInfo(string Name, string TypeName, bool IsSwitch, string[] Aliases, bool SupportsWildcards, IReadOnlyList<ParameterSetUse> Sets, string DeclaredBy = "", IReadOnlyList<string>? Validations = null);
 
 /// <summary>How a parameter takes part in one parameter set ("__AllParameterSets" when it is in all of them).</summary>
 public sealed record ParameterSetUse(string SetName, bool Mandatory, int Position, bool FromPipeline, bool FromPipelineByPropertyName);
@@ -70,7 +71,7 @@ public static class CmdletMetadata
         var directory = Path.GetDirectoryName(Path.GetFullPath(moduleAssemblyPath))!;
         var sma = SmaPath();
         var paths = Directory.GetFiles(RuntimeEnvironment.GetRuntimeDirectory(), "*.dll")
-            .Concat(Directory.GetFiles(directory, "*.dll"))
+            .Concat(Directory.GetFiles(directory, "*.dll", SearchOption.AllDirectories))
             .Append(sma)
             .GroupBy(Path.GetFileName)
             .Select(g => g.Last());
@@ -146,7 +147,11 @@ public static class CmdletMetadata
                     aliases,
                     attributes.Any(a => a.AttributeType.FullName == "System.Management.Automation.SupportsWildcardsAttribute"),
                     sets,
-                    declaring.FullName ?? declaring.Name));
+                    declaring.FullName ?? declaring.Name,
+                    attributes.Select(a => a.AttributeType)
+                        .Where(t => t.Namespace == "System.Management.Automation" && (t.Name.StartsWith("Validate", StringComparison.Ordinal) || t.Name.StartsWith("Allow", StringComparison.Ordinal)))
+                        .Select(t => t.Name[..^"Attribute".Length])
+                        .ToArray()));
             }
         }
 

@@ -66,6 +66,37 @@ public sealed class QemuVm : IAsyncDisposable
         return vm;
     }
 
+    /// <summary>
+    /// A storage-only QEMU, as operators run one for block jobs: <c>-machine none</c> (no buses, no devices) and each disk
+    /// as a <c>-drive if=none</c> block backend named by its device id. QEMU creates no QOM /objects container until the
+    /// first -object, which is what such a QEMU looks like to the code under test.
+    /// </summary>
+    public static async Task<QemuVm> StartStorageOnlyAsync(string directory, string name, params LabDisk[] disks)
+    {
+        Tool.Require("qemu-system-x86_64");
+        System.IO.Directory.CreateDirectory(directory);
+        var vm = new QemuVm(name, directory);
+        var arguments = new List<string>
+        {
+            "-name", name, "-machine", "none", "-nodefaults", "-display", "none",
+            "-qmp", $"unix:{vm.SocketPath},server=on,wait=off", "-qmp", $"unix:{vm.TestSocketPath},server=on,wait=off",
+            "-daemonize", "-pidfile", vm.PidFile,
+        };
+        foreach (var disk in disks)
+        {
+            arguments.Add("-drive");
+            arguments.Add($"if=none,id={disk.DeviceId},node-name={NodeName(disk.DeviceId)},format={disk.Format},file={disk.Source.Replace(",", ",,", StringComparison.Ordinal)}");
+        }
+
+        Tool.Run("qemu-system-x86_64", arguments, TimeSpan.FromSeconds(60));
+        vm.ProcessId = int.Parse(File.ReadAllText(vm.PidFile).Trim());
+        return vm;
+    }
+
+    /// <summary>A write through a block backend or node by name (storage-only QEMUs have no device to write through).</summary>
+    public Task WriteNodeAsync(string nodeOrBackend, byte pattern, long offset, long length) =>
+        HmpAsync($"qemu-io {nodeOrBackend} \"write -P 0x{pattern:x2} {offset} {length}\"");
+
     /// <summary>Takes charge of a QEMU started elsewhere (its socket is DIRECTORY/NAME.qmp), so the test cleans it up.</summary>
     public static QemuVm Attach(string directory, string name, int processId) => new(name, directory) { ProcessId = processId };
 

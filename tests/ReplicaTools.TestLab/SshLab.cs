@@ -25,29 +25,46 @@ public sealed class LabHost
 
     public SshLab Lab { get; }
 
+    /// <summary>This host's line for a known_hosts file.</summary>
+    public string KnownHostsLine => $"[{Address}]:{Port} {HostPublicKey}";
+
+    /// <summary>Writes a known_hosts file that trusts only this host, in the lab directory; returns its path.</summary>
+    public string WriteKnownHosts()
+    {
+        var path = Path.Combine(Lab.Root, $"known_hosts_{Name}_{Port}");
+        File.WriteAllText(path, KnownHostsLine + "\n");
+        return path;
+    }
+
     internal Process? Daemon { get; set; }
 
     /// <summary>Connection options that trust this lab host (its key is in the lab's known_hosts).</summary>
-    public SshConnectionOptions Options(string? knownHostsFile = null, bool acceptNew = false, bool multiplex = true, int connectTimeoutSeconds = 10) => new()
+    public SshConnectionOptions Options(string? knownHostsFile = null, bool acceptNew = false, bool multiplex = true, int connectTimeoutSeconds = 10,
+        SessionTransport transport = SessionTransport.OpenSsh, string? keyFilePath = null, string? jumpHost = null) => new()
     {
+        Transport = transport,
         HostName = Address,
         Port = Port,
         UserName = Lab.UserName,
-        KeyFilePath = Lab.ClientKeyPath,
+        KeyFilePath = keyFilePath ?? Lab.ClientKeyPath,
+        JumpHost = jumpHost,
+        KnownHostsPath = knownHostsFile ?? Lab.KnownHostsPath,
         AcceptNewHostKey = acceptNew,
         Multiplex = multiplex,
         ConnectTimeoutSeconds = connectTimeoutSeconds,
         DisplayName = Name,
-        ExtraOptions = new[]
-        {
-            new KeyValuePair<string, string>("UserKnownHostsFile", knownHostsFile ?? Lab.KnownHostsPath),
-            new KeyValuePair<string, string>("LogLevel", "ERROR"),
-        },
+        ExtraOptions = transport == SessionTransport.OpenSsh
+            ? new[] { new KeyValuePair<string, string>("LogLevel", "ERROR") }
+            : Array.Empty<KeyValuePair<string, string>>(),
     };
 
-    /// <summary>A fresh host object (own ControlMaster under the lab's control directory).</summary>
+    /// <summary>A fresh OpenSSH host object (own ControlMaster under the lab's control directory).</summary>
     public SshHost CreateHost(string? knownHostsFile = null, bool acceptNew = false, bool multiplex = true, int connectTimeoutSeconds = 10) =>
         new(Options(knownHostsFile, acceptNew, multiplex, connectTimeoutSeconds), Lab.ControlDirectory);
+
+    /// <summary>A fresh host object for either transport.</summary>
+    public ISshHost CreateHost(SessionTransport transport, string? knownHostsFile = null, bool acceptNew = false, int connectTimeoutSeconds = 10) =>
+        Lab.CreateHost(Options(knownHostsFile, acceptNew, connectTimeoutSeconds: connectTimeoutSeconds, transport: transport));
 
     public override string ToString() => $"{Name} ({Address}:{Port})";
 }
@@ -116,7 +133,7 @@ public sealed class SshLab : IAsyncDisposable
             {
                 var host = await lab.StartDaemonAsync($"host{i + 2}", addresses[i]);
                 lab.hosts.Add(host);
-                knownHosts.Add($"[{host.Address}]:{host.Port} {host.HostPublicKey}");
+                knownHosts.Add(host.KnownHostsLine);
             }
 
             File.WriteAllLines(lab.KnownHostsPath, knownHosts);
@@ -131,6 +148,10 @@ public sealed class SshLab : IAsyncDisposable
 
     public LabHost this[int index] => hosts[index];
 
+    /// <summary>A host object for <paramref name="options"/> on its transport (OpenSSH masters under the lab's control directory).</summary>
+    public ISshHost CreateHost(SshConnectionOptions options) =>
+        options.Transport == SessionTransport.SshNet ? new SshNetHost(options) : new SshHost(options, ControlDirectory);
+
     /// <summary>Generates a new host key pair in the lab directory; returns (private key path, public key line).</summary>
     public (string PrivateKey, string PublicKey) NewHostKey(string name)
     {
@@ -142,21 +163,36 @@ public sealed class SshLab : IAsyncDisposable
 
     /// <summary>Starts an extra sshd (e.g. one whose key nobody knows); it is stopped with the lab.</summary>
     /// <param name="environment">More NAME=VALUE pairs for the sessions' environment (sshd SetEnv), e.g. a PATH without some tool.</param>
-    public async Task<LabHost> StartDaemonAsync(string name, string address, string? hostKeyName = null, string? environment = null)
+    /// <param name="maxSessions">sshd's MaxSessions: how many session channels one connection may have open.</param>
+    /// <param name="extraOptions">More sshd -o options (they come first, so they win over the lab's).</param>
+    /// <param name="wrap">A program and arguments sshd runs under, e.g. unshare with a mount namespace.</param>
+    public async Task<LabHost> StartDaemonAsync(string name, string address, string? hostKeyName = null, string? environment = null, int maxSessions = 64,
+        IEnumerable<string>? extraOptions = null, IReadOnlyList<string>? wrap = null)
     {
         var (hostKey, publicKey) = NewHostKey(hostKeyName ?? $"hostkey_{name}_{Guid.NewGuid().ToString("N")[..4]}");
         for (var attempt = 1; ; attempt++)
         {
             var port = Ports.Free(address);
-            var startInfo = new ProcessStartInfo("/usr/sbin/sshd")
+            var startInfo = new ProcessStartInfo(wrap is null ? "/usr/sbin/sshd" : wrap[0])
             {
                 UseShellExecute = false,
                 RedirectStandardError = true,
                 RedirectStandardOutput = true,
             };
+            foreach (var argument in (wrap is null ? Array.Empty<string>() : wrap.Skip(1).Append("/usr/sbin/sshd")).Append("-D").Append("-e"))
+            {
+                startInfo.ArgumentList.Add(argument);
+            }
+
+            foreach (var option in extraOptions ?? Array.Empty<string>())
+            {
+                startInfo.ArgumentList.Add("-o");
+                startInfo.ArgumentList.Add(option);
+            }
+
             foreach (var argument in new[]
                      {
-                         "-D", "-e", "-f", "/dev/null",
+                         "-f", "/dev/null",
                          "-o", $"ListenAddress={address}:{port}",
                          "-o", $"HostKey={hostKey}",
                          "-o", $"PidFile={Path.Combine(Root, name + ".pid")}",
@@ -165,7 +201,7 @@ public sealed class SshLab : IAsyncDisposable
                          "-o", "StrictModes=no",
                          "-o", "PasswordAuthentication=no",
                          "-o", "KbdInteractiveAuthentication=no",
-                         "-o", "MaxSessions=64",
+                         "-o", $"MaxSessions={maxSessions}",
                          "-o", "MaxStartups=64:30:128",
                          "-o", "LogLevel=ERROR",
                          "-o", $"SetEnv=HOME={SessionHome}{(environment is null ? string.Empty : " " + environment)}",
@@ -193,6 +229,42 @@ public sealed class SshLab : IAsyncDisposable
     }
 
     private readonly List<Process> extraDaemons = new();
+
+    /// <summary>
+    /// Starts an sshd that accepts the lab user's <paramref name="password"/> (and no keys): by password authentication,
+    /// or with <paramref name="keyboardInteractive"/> only by keyboard-interactive authentication (through PAM). The
+    /// daemon runs in a mount namespace of its own where a copy of /etc/shadow with that password and a minimal PAM
+    /// service are bind-mounted, so this machine's accounts are not touched. Needs root.
+    /// </summary>
+    public async Task<LabHost> StartPasswordDaemonAsync(string name, string address, string password, bool keyboardInteractive)
+    {
+        Tool.Require("unshare", "openssl");
+        var hash = Tool.RunWithInput("openssl", password + "\n", "passwd", "-6", "-stdin").Trim();
+        var shadow = Path.Combine(Root, $"shadow_{name}");
+        var lines = File.ReadAllLines("/etc/shadow").Select(line =>
+        {
+            var fields = line.Split(':');
+            return fields[0] == UserName ? string.Join(':', fields.Take(1).Append(hash).Concat(fields.Skip(2))) : line;
+        });
+        File.WriteAllLines(shadow, lines);
+        File.SetUnixFileMode(shadow, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        var pam = Path.Combine(Root, $"pam_{name}");
+        File.WriteAllText(pam, "auth required pam_unix.so\naccount required pam_unix.so\nsession required pam_permit.so\n");
+        var wrap = new[]
+        {
+            "unshare", "--mount", "--propagation", "private", "sh", "-c",
+            "mount --bind \"$0\" /etc/shadow && mount --bind \"$1\" /etc/pam.d/sshd && shift && exec \"$@\"", shadow, pam,
+        };
+        var options = new[]
+        {
+            "PermitRootLogin=yes",
+            $"PasswordAuthentication={(keyboardInteractive ? "no" : "yes")}",
+            $"KbdInteractiveAuthentication={(keyboardInteractive ? "yes" : "no")}",
+            $"UsePAM={(keyboardInteractive ? "yes" : "no")}",
+            "PubkeyAuthentication=no",
+        };
+        return await StartDaemonAsync(name, address, extraOptions: options, wrap: wrap);
+    }
 
     /// <summary>Stops one lab host's sshd (to test an unreachable host).</summary>
     public static void Stop(LabHost host)

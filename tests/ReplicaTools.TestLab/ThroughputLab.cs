@@ -149,9 +149,9 @@ public sealed class ThroughputLab : IAsyncDisposable
             }
             catch (Core.ReplicaException)
             {
-                if (export.ProcessId > 0)
+                if (export.ProcessId is { } pid)
                 {
-                    Tool.TryRun("kill", new[] { "-KILL", export.ProcessId.ToString(CultureInfo.InvariantCulture) });
+                    Tool.TryRun("kill", new[] { "-KILL", pid.ToString(CultureInfo.InvariantCulture) });
                 }
             }
         }

@@ -18,7 +18,19 @@ public static class Tool
         return stdout;
     }
 
-    public static (int ExitCode, string StandardOutput, string StandardError) TryRun(string program, IEnumerable<string> arguments, TimeSpan? timeout = null)
+    /// <summary>Runs a setup command with <paramref name="input"/> on its standard input (for secrets, which never go in arguments).</summary>
+    public static string RunWithInput(string program, string input, params string[] arguments)
+    {
+        var (code, stdout, stderr) = TryRun(program, arguments, null, input);
+        if (code != 0)
+        {
+            throw new InvalidOperationException($"Lab setup command failed ({code}): {program} {string.Join(' ', arguments)}\n{stderr}{stdout}");
+        }
+
+        return stdout;
+    }
+
+    public static (int ExitCode, string StandardOutput, string StandardError) TryRun(string program, IEnumerable<string> arguments, TimeSpan? timeout = null, string? input = null)
     {
         var startInfo = new ProcessStartInfo(program)
         {
@@ -33,6 +45,11 @@ public static class Tool
         }
 
         using var process = Process.Start(startInfo) ?? throw new InvalidOperationException($"Could not start {program}");
+        if (input is not null)
+        {
+            process.StandardInput.Write(input);
+        }
+
         process.StandardInput.Close();
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();

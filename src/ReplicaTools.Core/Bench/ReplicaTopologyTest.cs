@@ -184,24 +184,27 @@ public static partial class ReplicaTopologyTester
         }
 
         Progress("backing disks");
-        var sizes = new Dictionary<string, long>(StringComparer.Ordinal);
-        foreach (var host in request.StorageHosts.Where(h => reachable.Contains(h.Name)))
+        // By position, not name: both storage hosts may be the same machine in a test.
+        var sizes = new long?[2];
+        for (var i = 0; i < 2; i++)
         {
-            if (await CheckBackingDiskAsync(host, checks, cancellationToken).ConfigureAwait(false) is { } size)
+            if (reachable.Contains(request.StorageHosts[i].Name))
             {
-                sizes[host.Name] = size;
+                sizes[i] = await CheckBackingDiskAsync(request.StorageHosts[i], checks, cancellationToken).ConfigureAwait(false);
             }
         }
 
         long? pairSize = null;
-        if (sizes.Count == 2)
+        var bothDisks = sizes[0] is not null && sizes[1] is not null;
+        if (bothDisks)
         {
             var (a, b) = (request.StorageHosts[0], request.StorageHosts[1]);
-            pairSize = Math.Min(sizes[a.Name], sizes[b.Name]);
-            checks.Add(sizes[a.Name] == sizes[b.Name]
+            var (sizeA, sizeB) = (sizes[0]!.Value, sizes[1]!.Value);
+            pairSize = Math.Min(sizeA, sizeB);
+            checks.Add(sizeA == sizeB
                 ? new TopologyCheck("BackingDiskSize", null, TopologyCheckStatus.Pass, $"Both backing disks are {Text.ByteSize.Format(pairSize.Value)}.", pairSize)
                 : new TopologyCheck("BackingDiskSize", null, TopologyCheckStatus.Warn,
-                    $"The backing disks differ: {a.Name} {Text.ByteSize.Format(sizes[a.Name])}, {b.Name} {Text.ByteSize.Format(sizes[b.Name])}. DRBD replicates only the smaller size ({Text.ByteSize.Format(pairSize.Value)}); the rest of the larger disk is unused.",
+                    $"The backing disks differ: {a.Name} {Text.ByteSize.Format(sizeA)}, {b.Name} {Text.ByteSize.Format(sizeB)}. DRBD replicates only the smaller size ({Text.ByteSize.Format(pairSize.Value)}); the rest of the larger disk is unused.",
                     pairSize));
         }
 
@@ -225,7 +228,7 @@ public static partial class ReplicaTopologyTester
         var samples = new List<ThroughputSample>();
         if (!request.SkipDiskTest)
         {
-            foreach (var host in request.StorageHosts.Where(h => reachable.Contains(h.Name) && sizes.ContainsKey(h.Name)))
+            foreach (var host in request.StorageHosts.Where((h, i) => reachable.Contains(h.Name) && sizes[i] is not null))
             {
                 Progress($"{host.Name}: disk write throughput");
                 samples.AddRange(await CheckDiskWritesAsync(host, tools[host.Name], request, checks, cancellationToken).ConfigureAwait(false));
@@ -233,7 +236,7 @@ public static partial class ReplicaTopologyTester
         }
 
         Progress("estimates");
-        var (latency, sync) = Estimate(request, checks, samples, rtt, pairSize, sizes.Count == 2);
+        var (latency, sync) = Estimate(request, checks, samples, rtt, pairSize, bothDisks);
         OperationContext.Reporter.Progress(new OperationProgress(activity, "Done", 100, ActivityId: 2, Completed: true));
         return new ReplicaTopologyTestResult
         {

@@ -27,8 +27,14 @@ public sealed class ThroughputTableRow
 
     public IReadOnlyList<ThroughputSample> Samples { get; init; } = Array.Empty<ThroughputSample>();
 
-    /// <summary>The server when known, else the target: the table's second column.</summary>
-    public string Label => Server ?? Target;
+    /// <summary>
+    /// The table's second column: the server when known; for a direct target its file name (and "buffered" when the
+    /// page cache was used); else the URL.
+    /// </summary>
+    public string Label => Server
+        ?? (Protocol == "Direct"
+            ? System.IO.Path.GetFileName(Target) + (Samples.Any(s => !s.DirectIo) ? " (buffered)" : string.Empty)
+            : Target);
 
     public double? Read512 => Value("512 Reads");
 

@@ -55,6 +55,7 @@ public sealed record ReplicaVmStartResult : VmObject
 
     public string? PidFile { get; init; }
 
+    /// <summary>The bare QEMU's process id on the host, read from its pid file; null for libvirt or when unknown (never 0).</summary>
     public int? ProcessId { get; init; }
 
     public required string UsedCopy { get; init; }
@@ -451,10 +452,17 @@ public sealed partial class ReplicaVmLauncher
         return new ReplicaVmStartResult(request.TargetOn(Session))
         {
             PidFile = pidFile,
-            ProcessId = int.TryParse(pidText.StandardOutput.Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var pid) ? pid : null,
+            ProcessId = ParseProcessId(pidText.StandardOutput),
             Drive = QemuDevice(request), UsedCopy = copies[used].Location, UsedPreference = used + 1, Copies = copies,
         };
     }
+
+    /// <summary>
+    /// A QEMU pid file's content as a process id, or null. Never 0, 1 or negative: PowerShell's Stop-Process -Id 0 (kill(0))
+    /// signals the caller's own process group, so an id that is not the real process's must not reach an output object.
+    /// </summary>
+    internal static int? ParseProcessId(string pidFileContent) =>
+        int.TryParse(pidFileContent.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && pid > 1 ? pid : null;
 
     private static string Short(string text)
     {

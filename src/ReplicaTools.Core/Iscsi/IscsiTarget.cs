@@ -56,6 +56,9 @@ public sealed class IscsiTarget
     /// <summary>The conf.d file that recreates the target when tgtd starts (or its <c>.standby</c> twin); null when there is none.</summary>
     public string? ConfigFile { get; init; }
 
+    /// <summary>The directory of that file (tgt's conf.d), so the object pipes into the other iSCSI cmdlets.</summary>
+    public string? ConfigDirectory { get; init; }
+
     /// <summary>tgtd's management channel (tgtadm -C): 0 for the system's tgtd.</summary>
     public int ControlPort { get; init; }
 

@@ -469,9 +469,8 @@ public sealed class QmpDriveMirror : DriveMirrorBackend
         var status = await CallAsync(qmp, "query-status", null, QueryTimeout, cancellationToken).ConfigureAwait(false);
         var blocks = await CallAsync(qmp, "query-block", null, QueryTimeout, cancellationToken).ConfigureAwait(false);
         var jobs = await CallAsync(qmp, "query-block-jobs", null, QueryTimeout, cancellationToken).ConfigureAwait(false);
-        var objects = await CallAsync(qmp, "qom-list", new JsonObject { ["path"] = "/objects" }, QueryTimeout, cancellationToken).ConfigureAwait(false);
         var records = new Dictionary<string, JsonObject>(StringComparer.Ordinal);
-        foreach (var entry in objects.EnumerateArray())
+        foreach (var entry in await ListObjectsAsync(qmp, cancellationToken).ConfigureAwait(false))
         {
             var name = entry.GetProperty("name").GetString();
             if (name is null || !name.StartsWith("rt-mirror-", StringComparison.Ordinal) || entry.GetProperty("type").GetString() != "child<secret>")
@@ -494,6 +493,24 @@ public sealed class QmpDriveMirror : DriveMirrorBackend
         }
 
         return new View(QmpVirtualMachine.ParseRunState(status), QmpVirtualMachine.ParseQueryBlock(blocks), jobs.EnumerateArray().Select(j => j.Clone()).ToArray(), records);
+    }
+
+    /// <summary>
+    /// The children of QOM's /objects container. QEMU creates that container only with its first user-creatable object,
+    /// so a QEMU started with <c>-machine none</c> and no -object answers DeviceNotFound: that means "no objects", hence no
+    /// mirror records.
+    /// </summary>
+    private async Task<IReadOnlyList<JsonElement>> ListObjectsAsync(QmpClient qmp, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var objects = await CallAsync(qmp, "qom-list", new JsonObject { ["path"] = "/objects" }, QueryTimeout, cancellationToken).ConfigureAwait(false);
+            return objects.EnumerateArray().ToArray();
+        }
+        catch (QmpDeviceNotFoundException)
+        {
+            return Array.Empty<JsonElement>();
+        }
     }
 
     /// <summary>A QMP call with its own timeout: a QEMU whose main loop is blocked (hung NFS) must not hang the cmdlet.</summary>

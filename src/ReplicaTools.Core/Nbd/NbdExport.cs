@@ -48,8 +48,12 @@ public sealed class NbdExport
     /// <summary>Where clients connect, e.g. <c>nbd://127.0.0.1:10809/vm1</c>.</summary>
     public required string Uri { get; init; }
 
-    /// <summary>The server's process id on the host (0 when the start never got that far).</summary>
-    public int ProcessId { get; init; }
+    /// <summary>
+    /// The server's process id on the host while it runs; null when the export is stale or the start never got that far
+    /// (a recorded id of a process that is gone may already belong to another process, and 0 means "my process group"
+    /// to kill(2) and Stop-Process).
+    /// </summary>
+    public int? ProcessId { get; init; }
 
     /// <summary>The image format qemu-nbd opens the path with (always raw for nbd-server).</summary>
     public string? Format { get; init; }

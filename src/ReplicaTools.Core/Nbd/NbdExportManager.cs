@@ -303,10 +303,10 @@ public sealed class NbdExportManager
         return new[]
         {
             new PlannedCommand(Host.Name, new CommandSpec("sh", "-c", NbdHostScripts.StopServer, "sh",
-                export.ProcessId.ToString(CultureInfo.InvariantCulture), export.PidFile, program, seconds.ToString(CultureInfo.InvariantCulture))
+                (export.ProcessId ?? 0).ToString(CultureInfo.InvariantCulture), export.PidFile, program, seconds.ToString(CultureInfo.InvariantCulture))
             {
                 Timeout = TimeSpan.FromSeconds(seconds + 30),
-            }, $"stop {program} (pid {export.ProcessId}) if it still is this export's server"),
+            }, $"stop {program} (pid {export.ProcessId?.ToString(CultureInfo.InvariantCulture) ?? "from its pid file"}) if it still is this export's server"),
             new PlannedCommand(Host.Name, new CommandSpec(files) { Timeout = QuickTimeout }, "remove the export's configuration, pid and state files"),
         };
     }
@@ -524,7 +524,7 @@ public sealed class NbdExportManager
         // A wildcard address is no address to connect to: use the one this host is reached by.
         if (IPAddress.TryParse(listenAddress, out var address) && (address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any)))
         {
-            return Host is SshHost ssh ? ssh.Options.HostName : "127.0.0.1";
+            return Host is ISshHost ssh ? ssh.Options.HostName : "127.0.0.1";
         }
 
         return null;
@@ -561,7 +561,7 @@ public sealed class NbdExportManager
         ListenAddress = record.ListenAddress,
         Port = record.Port,
         Uri = record.Uri,
-        ProcessId = record.ProcessId,
+        ProcessId = state == NbdExportState.Running && record.ProcessId > 1 ? record.ProcessId : null,
         Format = record.Format,
         Bitmap = record.Bitmap,
         CreatedAt = record.CreatedAt,

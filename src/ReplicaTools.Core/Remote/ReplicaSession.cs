@@ -50,10 +50,14 @@ public sealed class ReplicaSession
 
     public SshConnectionOptions? Options { get; }
 
+    /// <summary>The SSH implementation carrying the session; null for the local machine.</summary>
+    public SessionTransport? Transport => (host as ISshHost)?.Transport;
+
+    /// <summary>The OpenSSH ControlMaster socket; null for other transports and the local machine.</summary>
     public string? ControlPath => (host as SshHost)?.ControlPath;
 
     public ReplicaSessionState State => closed ? ReplicaSessionState.Closed
-        : IsLocal || (host is SshHost ssh && (ssh.IsMasterRunning || ssh.ControlPath is null)) ? ReplicaSessionState.Opened
+        : IsLocal || (host is ISshHost ssh && ssh.IsConnected) ? ReplicaSessionState.Opened
         : ReplicaSessionState.Disconnected;
 
     /// <summary>The host to run commands on; a closed session refuses.</summary>
@@ -73,7 +77,7 @@ public sealed class ReplicaSession
 
     public async Task OpenAsync(CancellationToken cancellationToken = default)
     {
-        if (Host is SshHost ssh)
+        if (Host is ISshHost ssh)
         {
             await ssh.ConnectAsync(cancellationToken).ConfigureAwait(false);
         }
@@ -87,7 +91,7 @@ public sealed class ReplicaSession
         }
 
         closed = true;
-        if (host is SshHost ssh)
+        if (host is ISshHost ssh)
         {
             await ssh.DisconnectAsync().ConfigureAwait(false);
         }
@@ -116,7 +120,7 @@ public static class ReplicaSessionRegistry
 
     public static ReplicaSession Create(SshConnectionOptions options, string? name = null, bool isImplicit = false, string? controlDirectory = null)
     {
-        var host = new SshHost(options, controlDirectory);
+        ISshHost host = options.Transport == SessionTransport.SshNet ? new SshNetHost(options) : new SshHost(options, controlDirectory);
         lock (Gate)
         {
             var session = new ReplicaSession(++nextId, name ?? options.DisplayName ?? options.HostName, host, options, isImplicit);

@@ -1,6 +1,5 @@
 using System.ComponentModel;
 using System.Diagnostics;
-using System.Text;
 
 namespace ReplicaTools.Core.Remote;
 
@@ -10,16 +9,11 @@ namespace ReplicaTools.Core.Remote;
 /// </summary>
 internal sealed class SpawnedProcess : IHostProcess
 {
-    /// <summary>First byte of the line the remote wrapper prints before it runs the command: ASCII record separator.</summary>
-    internal const string PidMarker = "\u001ert-pid:";
-
     private readonly Process process;
-    private readonly MemoryStream stderr = new();
-    private readonly object stderrLock = new();
+    private readonly StderrCapture stderr;
     private readonly Task stderrPump;
     private readonly Func<int, Task>? killRemote;
     private readonly Func<int, string, bool, int>? interpretExit;
-    private readonly TaskCompletionSource<int> remotePid = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int killed;
 
     private SpawnedProcess(string hostName, IReadOnlyList<string> arguments, Process process, bool scanForPidMarker, Func<int, Task>? killRemote, Func<int, string, bool, int>? interpretExit)
@@ -29,12 +23,8 @@ internal sealed class SpawnedProcess : IHostProcess
         this.process = process;
         this.killRemote = killRemote;
         this.interpretExit = interpretExit;
-        if (!scanForPidMarker)
-        {
-            remotePid.TrySetResult(process.Id);
-        }
-
-        stderrPump = Task.Run(() => PumpStandardErrorAsync(scanForPidMarker));
+        stderr = new StderrCapture(scanForPidMarker, process.Id);
+        stderrPump = Task.Run(PumpStandardErrorAsync);
     }
 
     public string HostName { get; }
@@ -45,21 +35,12 @@ internal sealed class SpawnedProcess : IHostProcess
 
     public Stream StandardOutput => process.StandardOutput.BaseStream;
 
-    public string StandardError
-    {
-        get
-        {
-            lock (stderrLock)
-            {
-                return Encoding.UTF8.GetString(stderr.GetBuffer(), 0, (int)stderr.Length);
-            }
-        }
-    }
+    public string StandardError => stderr.Text;
 
     public bool HasExited => process.HasExited;
 
     /// <summary>True once the command is known to have started on the host (the remote wrapper reported its pid).</summary>
-    public bool Started => remotePid.Task.IsCompletedSuccessfully;
+    public bool Started => stderr.Started;
 
     /// <param name="interpretExit">Given (exit code, stderr, started), returns the command's exit code or throws a transport error.</param>
     public static SpawnedProcess Start(string hostName, IReadOnlyList<string> logicalArguments, string fileName, IEnumerable<string> processArguments,
@@ -109,15 +90,15 @@ internal sealed class SpawnedProcess : IHostProcess
             return;
         }
 
-        if (killRemote is not null && remotePid.Task.IsCompletedSuccessfully && !process.HasExited)
+        if (killRemote is not null && stderr.Started && !process.HasExited)
         {
             try
             {
-                await killRemote(remotePid.Task.Result).ConfigureAwait(false);
+                await killRemote(stderr.ProcessGroup).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is ReplicaException or IOException or InvalidOperationException)
             {
-                OperationContext.Reporter.Warning($"Could not kill the command on host '{HostName}' (remote pid {remotePid.Task.Result}): {ex.Message}");
+                OperationContext.Reporter.Warning($"Could not kill the command on host '{HostName}' (remote pid {stderr.ProcessGroup}): {ex.Message}");
             }
         }
 
@@ -153,25 +134,16 @@ internal sealed class SpawnedProcess : IHostProcess
         process.Dispose();
     }
 
-    private async Task PumpStandardErrorAsync(bool scanForPidMarker)
+    private async Task PumpStandardErrorAsync()
     {
         var stream = process.StandardError.BaseStream;
         var buffer = new byte[8192];
-        var pending = new List<byte>();
-        var scanning = scanForPidMarker;
         try
         {
             int read;
             while ((read = await stream.ReadAsync(buffer).ConfigureAwait(false)) > 0)
             {
-                if (!scanning)
-                {
-                    Append(buffer.AsSpan(0, read));
-                    continue;
-                }
-
-                pending.AddRange(buffer.AsSpan(0, read).ToArray());
-                scanning = ScanForMarker(pending);
+                stderr.Write(buffer.AsSpan(0, read));
             }
         }
         catch (Exception ex) when (ex is IOException or ObjectDisposedException)
@@ -180,53 +152,7 @@ internal sealed class SpawnedProcess : IHostProcess
         }
         finally
         {
-            if (pending.Count > 0)
-            {
-                Append(pending.ToArray());
-            }
-
-            remotePid.TrySetCanceled();
-        }
-    }
-
-    /// <summary>Moves complete lines from <paramref name="pending"/> to stderr until the marker line; returns whether to keep scanning.</summary>
-    private bool ScanForMarker(List<byte> pending)
-    {
-        while (true)
-        {
-            var newline = pending.IndexOf((byte)'\n');
-            if (newline < 0)
-            {
-                if (pending.Count > 65536)
-                {
-                    Append(pending.ToArray());
-                    pending.Clear();
-                }
-
-                return true;
-            }
-
-            var line = pending.GetRange(0, newline).ToArray();
-            pending.RemoveRange(0, newline + 1);
-            var text = Encoding.UTF8.GetString(line);
-            if (text.StartsWith(PidMarker, StringComparison.Ordinal) && int.TryParse(text.AsSpan(PidMarker.Length), out var pid))
-            {
-                remotePid.TrySetResult(pid);
-                Append(pending.ToArray());
-                pending.Clear();
-                return false;
-            }
-
-            Append(line);
-            Append("\n"u8);
-        }
-    }
-
-    private void Append(ReadOnlySpan<byte> bytes)
-    {
-        lock (stderrLock)
-        {
-            stderr.Write(bytes);
+            stderr.Complete();
         }
     }
 }

@@ -1,6 +1,8 @@
+using System.Security;
+
 namespace ReplicaTools.Core.Remote;
 
-/// <summary>How to reach a host with the OpenSSH client.</summary>
+/// <summary>How to reach a host over SSH, with the OpenSSH client or SSH.NET (<see cref="Transport"/>).</summary>
 public sealed class SshConnectionOptions
 {
     // Options ReplicaTools sets itself; each has its own parameter or must not be changed.
@@ -23,11 +25,29 @@ public sealed class SshConnectionOptions
 
     public required string HostName { get; init; }
 
+    /// <summary>Which SSH implementation carries the session. Default: <see cref="SessionTransports.Default"/>.</summary>
+    public SessionTransport Transport { get; init; } = SessionTransports.Default;
+
     public int Port { get; init; } = 22;
 
     public string? UserName { get; init; }
 
     public string? KeyFilePath { get; init; }
+
+    /// <summary>The passphrase of an encrypted <see cref="KeyFilePath"/> (SshNet only; with OpenSSH, load the key into ssh-agent).</summary>
+    public SecureString? KeyPassphrase { get; init; }
+
+    /// <summary>A password for password or keyboard-interactive authentication (SshNet only: OpenSSH runs in BatchMode).</summary>
+    public SecureString? Password { get; init; }
+
+    /// <summary>
+    /// The known_hosts file host keys are checked against and new ones recorded in. Default: the user's
+    /// ~/.ssh/known_hosts (OpenSSH's UserKnownHostsFile), shared by both transports.
+    /// </summary>
+    public string? KnownHostsPath { get; init; }
+
+    /// <summary>How many commands run at once over the connection: sshd's MaxSessions (default 10). More wait for a free channel.</summary>
+    public int MaxSessions { get; init; } = 10;
 
     /// <summary>An ssh -J destination: [user@]host[:port].</summary>
     public string? JumpHost { get; init; }
@@ -91,6 +111,42 @@ public sealed class SshConnectionOptions
         if (JumpHost is not null)
         {
             ValidateHostName(JumpHost, "JumpHost");
+            foreach (var hop in Transport == SessionTransport.SshNet ? new[] { JumpHost } : JumpHost.Split(','))
+            {
+                _ = ParseJumpHost(hop);
+            }
+        }
+
+        if (MaxSessions is < 1 or > 1000)
+        {
+            throw new ArgumentException($"MaxSessions {MaxSessions} for host '{HostName}' is outside 1-1000.", nameof(MaxSessions));
+        }
+
+        if (KnownHostsPath is not null && ExtraOptions.Any(o => string.Equals(o.Key, "UserKnownHostsFile", StringComparison.OrdinalIgnoreCase)))
+        {
+            throw new ArgumentException($"Host '{HostName}' names its known_hosts file twice (-KnownHostsPath and -SshOption UserKnownHostsFile); give only -KnownHostsPath.", nameof(KnownHostsPath));
+        }
+
+        if (Transport == SessionTransport.OpenSsh)
+        {
+            if (Password is not null)
+            {
+                throw new ArgumentException(
+                    $"Host '{HostName}': -Credential (password or keyboard-interactive authentication) needs -Transport SshNet. " +
+                    "The OpenSSH transport runs ssh in BatchMode, which never sends a password; use a key (-KeyFilePath or ssh-agent) or -Transport SshNet.", "Credential");
+            }
+
+            if (KeyPassphrase is not null)
+            {
+                throw new ArgumentException(
+                    $"Host '{HostName}': -KeyPassphrase needs -Transport SshNet. With the OpenSSH transport, load the encrypted key into ssh-agent (ssh-add) instead.", nameof(KeyPassphrase));
+            }
+        }
+        else if (ExtraOptions.Count > 0)
+        {
+            throw new ArgumentException(
+                $"Host '{HostName}': -SshOption ({string.Join(", ", ExtraOptions.Select(o => o.Key))}) configures the OpenSSH client and does not apply to -Transport SshNet. " +
+                "Use -KnownHostsPath for the known_hosts file.", "SshOption");
         }
 
         if (ConnectTimeoutSeconds is < 1 or > 3600)
@@ -102,6 +158,46 @@ public sealed class SshConnectionOptions
         {
             ValidateOption(name, value);
         }
+    }
+
+    /// <summary>Splits an ssh -J destination, [user@]host[:port] (an IPv6 address in brackets), into its parts.</summary>
+    /// <exception cref="ArgumentException">The port is not a number from 1 to 65535, or the host is empty.</exception>
+    public static (string? User, string Host, int Port) ParseJumpHost(string jumpHost)
+    {
+        ArgumentNullException.ThrowIfNull(jumpHost);
+        if (jumpHost.Contains(','))
+        {
+            throw new ArgumentException($"JumpHost '{jumpHost}' names several jump hosts; the SshNet transport goes through one (the OpenSsh transport takes a chain).", nameof(jumpHost));
+        }
+
+        var at = jumpHost.LastIndexOf('@');
+        var user = at > 0 ? jumpHost[..at] : null;
+        var rest = jumpHost[(at + 1)..];
+        string host;
+        string? portText = null;
+        if (rest.StartsWith('['))
+        {
+            var close = rest.IndexOf(']');
+            host = close > 1 ? rest[1..close] : string.Empty;
+            if (close > 0 && close + 1 < rest.Length)
+            {
+                portText = rest[(close + 1)..].StartsWith(':') ? rest[(close + 2)..] : "x";
+            }
+        }
+        else
+        {
+            var colon = rest.IndexOf(':');
+            host = colon < 0 ? rest : rest[..colon];
+            portText = colon < 0 ? null : rest[(colon + 1)..];
+        }
+
+        var port = 22;
+        if (host.Length == 0 || (portText is not null && (!int.TryParse(portText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out port) || port is < 1 or > 65535)))
+        {
+            throw new ArgumentException($"JumpHost '{jumpHost}' is not of the form [user@]host[:port].", nameof(jumpHost));
+        }
+
+        return (user, host, port);
     }
 
     private static void ValidateOption(string name, string value)

@@ -7,27 +7,26 @@ namespace ReplicaTools.Core.Remote;
 /// (ControlPersist keeps it for a while), with BatchMode and strict host key checking.
 /// </summary>
 /// <remarks>
-/// Each command runs on the host as
-/// <c>exec setsid -w sh -c 'printf "\036rt-pid:%s\n" "$$" &gt;&amp;2; exec "$@"' rt timeout -k 5 T ARGV...</c>:
-/// it gets its own process group whose id is reported on stderr before the command starts, so cancelling can
-/// kill the whole group on the host; the <c>timeout</c> guard ends it even if the connection is lost.
+/// Each command runs inside the host-side guard of <see cref="RemoteProcessGroup"/>, so cancelling kills its whole
+/// process group on the host. At most <see cref="SshConnectionOptions.MaxSessions"/> commands run at once; more wait
+/// for a free channel (ssh would otherwise bypass the master with a connection of its own).
 /// </remarks>
-public sealed class SshHost : IReplicaHost
+public sealed class SshHost : ISshHost
 {
-    private const string WrapperScript = "printf '\\036rt-pid:%s\\n' \"$$\" >&2; exec \"$@\"";
-    private const string KillScript =
-        "p=$1; kill -TERM \"-$p\" 2>/dev/null || exit 0; i=0; " +
-        "while [ $i -lt 25 ]; do kill -0 \"-$p\" 2>/dev/null || exit 0; sleep 0.2; i=$((i+1)); done; " +
-        "kill -KILL \"-$p\" 2>/dev/null; exit 0";
-
-    private static readonly TimeSpan RemoteTimeoutMargin = TimeSpan.FromSeconds(5);
     private readonly SemaphoreSlim masterLock = new(1, 1);
+    private readonly SemaphoreSlim channels;
 
     public SshHost(SshConnectionOptions options, string? controlDirectory = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+        if (options.Transport != SessionTransport.OpenSsh)
+        {
+            throw new ArgumentException($"Host '{options.EffectiveName}' is set up for the {options.Transport} transport, not OpenSsh.", nameof(options));
+        }
+
         Options = options;
+        channels = new SemaphoreSlim(options.MaxSessions, options.MaxSessions);
         if (options.Multiplex)
         {
             var directory = controlDirectory ?? ControlDirectory.Get();
@@ -40,6 +39,22 @@ public sealed class SshHost : IReplicaHost
     public string Name => Options.EffectiveName;
 
     public bool IsLocal => false;
+
+    public SessionTransport Transport => SessionTransport.OpenSsh;
+
+    public bool IsConnected => ControlPath is null || IsMasterRunning;
+
+    /// <summary>The known_hosts files ssh checks: -KnownHostsPath (or -SshOption UserKnownHostsFile, or ~/.ssh/known_hosts), then the global one.</summary>
+    public IReadOnlyList<string> KnownHostsFiles => new[]
+    {
+        Options.KnownHostsPath
+            ?? Options.ExtraOptions.Where(o => string.Equals(o.Key, "UserKnownHostsFile", StringComparison.OrdinalIgnoreCase)).Select(o => ExpandHome(o.Value.Split(' ')[0])).FirstOrDefault()
+            ?? KnownHosts.DefaultUserPath,
+        KnownHosts.GlobalPath,
+    };
+
+    private static string ExpandHome(string path) =>
+        path.StartsWith("~/", StringComparison.Ordinal) ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), path[2..]) : path;
 
     /// <summary>The ControlMaster socket, or null when multiplexing is off.</summary>
     public string? ControlPath { get; }
@@ -121,8 +136,7 @@ public sealed class SshHost : IReplicaHost
     public async Task<CommandResult> RunAsync(CommandSpec command, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(command);
-        var remoteTimeout = command.Timeout == Timeout.InfiniteTimeSpan ? (TimeSpan?)null : command.Timeout + RemoteTimeoutMargin;
-        return await CommandRunner.RunAsync(Name, command, () => StartCoreAsync(command, remoteTimeout, cancellationToken), cancellationToken).ConfigureAwait(false);
+        return await CommandRunner.RunAsync(Name, command, () => StartCoreAsync(command, RemoteProcessGroup.RemoteTimeout(command), cancellationToken), cancellationToken).ConfigureAwait(false);
     }
 
     public Task<IHostProcess> StartAsync(CommandSpec command, CancellationToken cancellationToken = default)
@@ -139,29 +153,13 @@ public sealed class SshHost : IReplicaHost
         return arguments;
     }
 
-    /// <summary>The line the remote login shell runs: the wrapper plus the quoted argument list.</summary>
-    public static string BuildRemoteCommandLine(IReadOnlyList<string> arguments, TimeSpan? remoteTimeout)
-    {
-        var words = new List<string> { "exec", "setsid", "-w", "sh", "-c", WrapperScript, "rt" };
-        if (remoteTimeout is { } timeout)
-        {
-            words.AddRange(new[] { "timeout", "-k", "5", Math.Ceiling(timeout.TotalSeconds).ToString(CultureInfo.InvariantCulture) });
-        }
-
-        words.AddRange(arguments);
-        var line = PosixShell.Join(words);
-        var bytes = System.Text.Encoding.UTF8.GetByteCount(line);
-        if (bytes >= PosixShell.MaxCommandLineBytes)
-        {
-            throw new ArgumentException($"The command line is {bytes} bytes after quoting; a remote command line is limited to {PosixShell.MaxCommandLineBytes} bytes. Pass large data on standard input instead.", nameof(arguments));
-        }
-
-        return line;
-    }
+    /// <summary>The line the remote login shell runs: the wrapper plus the quoted argument list (see <see cref="RemoteProcessGroup"/>).</summary>
+    public static string BuildRemoteCommandLine(IReadOnlyList<string> arguments, TimeSpan? remoteTimeout) =>
+        RemoteProcessGroup.BuildCommandLine(arguments, remoteTimeout);
 
     public override string ToString() => Name;
 
-    private async Task<IHostProcess> StartCoreAsync(CommandSpec command, TimeSpan? remoteTimeout, CancellationToken cancellationToken)
+    private async Task<IHostProcess> StartCoreAsync(CommandSpec command, TimeSpan? remoteTimeout, CancellationToken cancellationToken, bool useChannelSlot = true)
     {
         var sshArguments = BuildSshArguments(command, remoteTimeout);
         if (ControlPath is not null && !IsMasterRunning)
@@ -169,19 +167,26 @@ public sealed class SshHost : IReplicaHost
             await ConnectAsync(cancellationToken).ConfigureAwait(false);
         }
 
-        return SpawnedProcess.Start(Name, command.Arguments, Options.SshExecutable, sshArguments, scanForPidMarker: true,
-            killRemote: KillRemoteGroupAsync,
-            interpretExit: (code, stderr, started) => code == 255 && !started ? throw ClassifyTransportFailure(stderr) : code);
+        var slot = useChannelSlot ? await ChannelSlot.TakeAsync(channels, cancellationToken).ConfigureAwait(false) : null;
+        try
+        {
+            var process = SpawnedProcess.Start(Name, command.Arguments, Options.SshExecutable, sshArguments, scanForPidMarker: true,
+                killRemote: KillRemoteGroupAsync,
+                interpretExit: (code, stderr, started) => code == 255 && !started ? throw ClassifyTransportFailure(stderr) : code);
+            return slot is null ? process : new ChannelSlotProcess(process, slot);
+        }
+        catch
+        {
+            slot?.Dispose();
+            throw;
+        }
     }
 
+    /// <summary>Kills a command's process group on the host. Takes no channel slot: the kill must not wait behind the commands it ends.</summary>
     private async Task KillRemoteGroupAsync(int processGroup)
     {
-        var kill = new CommandSpec("sh", "-c", KillScript, "rt", processGroup.ToString(CultureInfo.InvariantCulture))
-        {
-            Timeout = TimeSpan.FromSeconds(15),
-            ThrowOnFailure = false,
-        };
-        await RunAsync(kill, CancellationToken.None).ConfigureAwait(false);
+        var kill = RemoteProcessGroup.KillCommand(processGroup);
+        await CommandRunner.RunAsync(Name, kill, () => StartCoreAsync(kill, RemoteProcessGroup.RemoteTimeout(kill), CancellationToken.None, useChannelSlot: false), CancellationToken.None).ConfigureAwait(false);
     }
 
     private List<string> BaseArguments()
@@ -209,6 +214,11 @@ public sealed class SshHost : IReplicaHost
             arguments.AddRange(new[] { "-l", Options.UserName });
         }
 
+        if (Options.KnownHostsPath is not null)
+        {
+            arguments.AddRange(new[] { "-o", $"UserKnownHostsFile={Options.KnownHostsPath}" });
+        }
+
         if (Options.KeyFilePath is not null)
         {
             arguments.AddRange(new[] { "-i", Options.KeyFilePath, "-o", "IdentitiesOnly=yes" });
@@ -216,7 +226,7 @@ public sealed class SshHost : IReplicaHost
 
         if (Options.JumpHost is not null)
         {
-            arguments.AddRange(new[] { "-J", Options.JumpHost });
+            arguments.AddRange(new[] { "-o", "ProxyCommand=" + BuildJumpProxyCommand() });
         }
 
         if (ControlPath is not null)
@@ -225,6 +235,58 @@ public sealed class SshHost : IReplicaHost
         }
 
         return arguments;
+    }
+
+    /// <summary>
+    /// What ssh -J would run, but with this session's checks: <c>ssh OPTIONS -W [%h]:%p -- JUMPHOST</c>, where the
+    /// jump connection gets the same BatchMode, host key checking, known_hosts, key and extra options as the target
+    /// (ssh -J passes none of them on). ssh runs the line with "exec" in the user's shell, so every word is quoted by
+    /// PosixShell.Quote; ssh first expands %-tokens, so literal '%' is doubled.
+    /// </summary>
+    internal string BuildJumpProxyCommand()
+    {
+        // ssh -J a,b: the last hop is reached through the earlier ones, which the jump ssh gets as its own -J.
+        var hops = Options.JumpHost!.Split(',');
+        var (user, host, port) = SshConnectionOptions.ParseJumpHost(hops[^1]);
+        var words = new List<string> { Options.SshExecutable };
+        if (hops.Length > 1)
+        {
+            words.AddRange(new[] { "-J", string.Join(',', hops[..^1]) });
+        }
+
+        foreach (var (name, value) in Options.ExtraOptions)
+        {
+            words.AddRange(new[] { "-o", $"{name}={value}" });
+        }
+
+        words.AddRange(new[]
+        {
+            "-o", "BatchMode=yes",
+            "-o", Options.AcceptNewHostKey ? "StrictHostKeyChecking=accept-new" : "StrictHostKeyChecking=yes",
+            "-o", $"ConnectTimeout={Options.ConnectTimeoutSeconds}",
+            "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=4",
+            "-o", "ControlMaster=no",
+            "-o", "ControlPath=none",
+            "-p", port.ToString(CultureInfo.InvariantCulture),
+        });
+        if (user is not null)
+        {
+            words.AddRange(new[] { "-l", user });
+        }
+
+        if (Options.KnownHostsPath is not null)
+        {
+            words.AddRange(new[] { "-o", $"UserKnownHostsFile={Options.KnownHostsPath}" });
+        }
+
+        if (Options.KeyFilePath is not null)
+        {
+            words.AddRange(new[] { "-i", Options.KeyFilePath, "-o", "IdentitiesOnly=yes" });
+        }
+
+        var quoted = words.Select(w => PosixShell.Quote(w).Replace("%", "%%", StringComparison.Ordinal));
+        return string.Join(' ', quoted) + " -W '[%h]:%p' -- " + PosixShell.Quote(host).Replace("%", "%%", StringComparison.Ordinal);
     }
 
     /// <summary>Turns what ssh printed when it could not run a command into a specific error.</summary>
@@ -239,7 +301,10 @@ public sealed class SshHost : IReplicaHost
 
         if (stderr.Contains("REMOTE HOST IDENTIFICATION HAS CHANGED", StringComparison.Ordinal))
         {
-            return new HostKeyVerificationException(Name, keyChanged: true, detail);
+            // ssh prints only the new key's fingerprint; name the recorded one too, as the SshNet transport does.
+            var recorded = KnownHosts.EntriesFor(KnownHostsFiles, Options.HostName, Options.Port);
+            var records = recorded.Count == 0 ? string.Empty : $" known_hosts records {string.Join(", ", recorded.Select(KnownHosts.Describe))}.";
+            return new HostKeyVerificationException(Name, keyChanged: true, detail + records);
         }
 
         if (stderr.Contains("Host key verification failed", StringComparison.Ordinal) || stderr.Contains("host key is known", StringComparison.Ordinal))

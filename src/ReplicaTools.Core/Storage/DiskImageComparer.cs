@@ -252,7 +252,7 @@ public static partial class DiskImageComparer
     internal static bool SameHost(IReplicaHost a, IReplicaHost b) =>
         ReferenceEquals(a, b)
         || a.IsLocal && b.IsLocal
-        || a is SshHost sa && b is SshHost sb
+        || a is ISshHost sa && b is ISshHost sb
            && string.Equals(sa.Options.HostName, sb.Options.HostName, StringComparison.OrdinalIgnoreCase)
            && sa.Options.Port == sb.Options.Port
            && sa.Options.UserName == sb.Options.UserName;
@@ -369,7 +369,7 @@ public static partial class DiskImageComparer
 
         public static async Task<NbdExport> StartAsync(IReplicaHost exporter, IReplicaHost client, ImageLocation image, string format, bool forceShare, CompareOptions options, CancellationToken cancellationToken)
         {
-            var address = options.NbdAddress ?? (exporter is SshHost ssh ? ssh.Options.HostName : "127.0.0.1");
+            var address = options.NbdAddress ?? (exporter is ISshHost ssh ? ssh.Options.HostName : "127.0.0.1");
             var exportName = "rt-" + Convert.ToHexString(RandomNumberGenerator.GetBytes(8)).ToLowerInvariant();
             for (var attempt = 1; ; attempt++)
             {

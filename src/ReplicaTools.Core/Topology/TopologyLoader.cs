@@ -1,4 +1,5 @@
 using System.Globalization;
+using ReplicaTools.Core.Remote;
 using ReplicaTools.Core.Text;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
@@ -14,7 +15,7 @@ public static class TopologyLoader
     public static readonly IReadOnlyList<string> KnownRoles = new[] { "kvm", "storage", "nfs", "nbd", "iscsi", "drbd" };
 
     private static readonly string[] TopKeys = { "defaults", "hosts", "disks" };
-    private static readonly string[] ConnectionKeys = { "user", "port", "keyFile", "jumpHost", "connectTimeoutSeconds", "acceptNewHostKey", "sshOptions" };
+    private static readonly string[] ConnectionKeys = { "transport", "user", "port", "keyFile", "knownHostsFile", "jumpHost", "connectTimeoutSeconds", "acceptNewHostKey", "sshOptions" };
     private static readonly string[] HostKeys = ConnectionKeys.Concat(new[] { "address", "roles" }).ToArray();
     private static readonly string[] DiskKeys = { "vm", "host", "drive", "format", "size", "copies" };
     private static readonly string[] CopyKeys = { "host", "path" };
@@ -120,15 +121,34 @@ public static class TopologyLoader
         }
 
         var keyFile = Setting("keyFile") is { } keyNodeValue ? reader.String(keyNodeValue, $"{what}: 'keyFile'") : null;
+        var transport = Setting("transport") is { } transportNode ? reader.Transport(transportNode, $"{what}: 'transport'") : (SessionTransport?)null;
+        var sshOptions = Setting("sshOptions") is { } optionsNode ? reader.SshOptions(optionsNode, $"{what}: 'sshOptions'") : Array.Empty<string>();
+        var knownHostsFile = Setting("knownHostsFile") is { } knownNode ? reader.String(knownNode, $"{what}: 'knownHostsFile'") : null;
+        if ((transport ?? SessionTransports.Default) == SessionTransport.SshNet)
+        {
+            // sshOptions configure the OpenSSH client. A host of its own may not set them; the defaults' apply to OpenSsh
+            // hosts only, except that their UserKnownHostsFile is this host's known_hosts file too.
+            if (reader.Get(node, "sshOptions") is { } own)
+            {
+                throw reader.Error(own, $"{what}: 'sshOptions' configure the OpenSSH client and do not apply to transport SshNet; use 'knownHostsFile' for the known_hosts file.");
+            }
+
+            knownHostsFile ??= sshOptions.Select(SshConnectionOptions.ParseOption)
+                .Where(o => string.Equals(o.Key, "UserKnownHostsFile", StringComparison.OrdinalIgnoreCase)).Select(o => o.Value).FirstOrDefault();
+            sshOptions = Array.Empty<string>();
+        }
+
         return new TopologyHost(name, address)
         {
+            Transport = transport,
+            KnownHostsPath = knownHostsFile is null ? null : ResolvePath(knownHostsFile, reader.FilePath),
             UserName = Setting("user") is { } user ? reader.String(user, $"{what}: 'user'") : null,
             Port = Setting("port") is { } port ? reader.Int(port, $"{what}: 'port'", 1, 65535) : 22,
             KeyFilePath = keyFile is null ? null : ResolvePath(keyFile, reader.FilePath),
             JumpHost = Setting("jumpHost") is { } jump ? reader.String(jump, $"{what}: 'jumpHost'") : null,
             ConnectTimeoutSeconds = Setting("connectTimeoutSeconds") is { } timeout ? reader.Int(timeout, $"{what}: 'connectTimeoutSeconds'", 1, 3600) : 10,
             AcceptNewHostKey = Setting("acceptNewHostKey") is { } accept && reader.Bool(accept, $"{what}: 'acceptNewHostKey'"),
-            SshOption = Setting("sshOptions") is { } options ? reader.SshOptions(options, $"{what}: 'sshOptions'") : Array.Empty<string>(),
+            SshOption = sshOptions,
             Roles = roles.Select(r => r.Item1).ToArray(),
             Line = (int)keyNode.Start.Line,
         };
@@ -280,6 +300,14 @@ public static class TopologyLoader
             return value;
         }
 
+        public SessionTransport Transport(YamlNode node, string what)
+        {
+            var text = String(node, what);
+            return Enum.GetNames<SessionTransport>().FirstOrDefault(n => string.Equals(n, text, StringComparison.OrdinalIgnoreCase)) is { } name
+                ? Enum.Parse<SessionTransport>(name)
+                : throw Error(node, $"{what} must be one of {string.Join(", ", Enum.GetNames<SessionTransport>())}, not '{text}'.");
+        }
+
         public bool Bool(YamlNode node, string what) => String(node, what).ToLowerInvariant() switch
         {
             "true" or "yes" => true,
@@ -310,7 +338,7 @@ public static class TopologyLoader
                 var option = $"{String(key, what)}={String(value, what)}";
                 try
                 {
-                    Remote.SshConnectionOptions.ParseOption(option);
+                    SshConnectionOptions.ParseOption(option);
                 }
                 catch (ArgumentException ex)
                 {

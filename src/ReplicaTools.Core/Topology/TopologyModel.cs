@@ -73,6 +73,12 @@ public sealed class TopologyHost
 
     public string? JumpHost { get; init; }
 
+    /// <summary>The transport the file names for this host ('transport'); null for the platform's default.</summary>
+    public SessionTransport? Transport { get; init; }
+
+    /// <summary>The known_hosts file for this host ('knownHostsFile'); null for ~/.ssh/known_hosts.</summary>
+    public string? KnownHostsPath { get; init; }
+
     public int ConnectTimeoutSeconds { get; init; } = 10;
 
     public bool AcceptNewHostKey { get; init; }
@@ -86,10 +92,12 @@ public sealed class TopologyHost
 
     public SshConnectionOptions ConnectionOptions => new()
     {
+        Transport = Transport ?? SessionTransports.Default,
         HostName = HostName,
         Port = Port,
         UserName = UserName,
         KeyFilePath = KeyFilePath,
+        KnownHostsPath = KnownHostsPath,
         JumpHost = JumpHost,
         ConnectTimeoutSeconds = ConnectTimeoutSeconds,
         AcceptNewHostKey = AcceptNewHostKey,

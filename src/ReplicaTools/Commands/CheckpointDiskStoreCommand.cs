@@ -9,17 +9,22 @@ public sealed class CheckpointDiskStoreCommand : HostCmdlet
 {
     /// <summary>The store (a btrfs subvolume).</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     [Alias("FullName")]
     public string Path { get; set; } = string.Empty;
 
     /// <summary>Where the snapshot goes (default: the sibling directory STORE.checkpoints).</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? CheckpointDirectory { get; set; }
+    public string? CheckpointDirectory { get; set => field = Given(value); }
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Path, nameof(Path)))
+        {
+            return;
+        }
+
         var session = ResolveSession();
         var path = StorageCmdletHelpers.ResolvePath(this, session, Path);
         var directory = CheckpointDirectory is null ? null : StorageCmdletHelpers.ResolvePath(this, session, CheckpointDirectory);

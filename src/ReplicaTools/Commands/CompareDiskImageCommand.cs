@@ -13,12 +13,14 @@ namespace ReplicaTools.Commands;
 public sealed class CompareDiskImageCommand : HostCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     [Alias("Path", "FullName")]
     public string ReferencePath { get; set; } = string.Empty;
 
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     public string DifferencePath { get; set; } = string.Empty;
 
     [Parameter]
@@ -48,6 +50,11 @@ public sealed class CompareDiskImageCommand : HostCmdlet
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(ReferencePath, nameof(ReferencePath)) || !HasArgument(DifferencePath, nameof(DifferencePath)))
+        {
+            return;
+        }
+
         var defaultSession = ResolveSession();
         var reference = ResolveSession(ReferenceSession, ReferenceHostName, defaultSession);
         var difference = ResolveSession(DifferenceSession, DifferenceHostName, defaultSession);

@@ -8,12 +8,18 @@ namespace ReplicaTools.Commands;
 public sealed class GetDiskImageCommand : HostCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyCollection]
     [Alias("FullName")]
     public string[] Path { get; set; } = Array.Empty<string>();
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Path, nameof(Path)))
+        {
+            return;
+        }
+
         var session = ResolveSession();
         var service = DiskImageService.For(session);
         foreach (var item in Path)

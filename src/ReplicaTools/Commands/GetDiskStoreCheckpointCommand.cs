@@ -9,7 +9,8 @@ public sealed class GetDiskStoreCheckpointCommand : HostCmdlet
 {
     /// <summary>The store whose checkpoints to list.</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     [Alias("FullName")]
     public string Path { get; set; } = string.Empty;
 
@@ -19,11 +20,15 @@ public sealed class GetDiskStoreCheckpointCommand : HostCmdlet
     public string[]? Name { get; set; }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? CheckpointDirectory { get; set; }
+    public string? CheckpointDirectory { get; set => field = Given(value); }
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Path, nameof(Path)))
+        {
+            return;
+        }
+
         var session = ResolveSession();
         var path = StorageCmdletHelpers.ResolvePath(this, session, Path);
         var directory = CheckpointDirectory is null ? null : StorageCmdletHelpers.ResolvePath(this, session, CheckpointDirectory);

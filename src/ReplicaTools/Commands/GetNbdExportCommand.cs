@@ -9,7 +9,6 @@ public sealed class GetNbdExportCommand : HostCmdlet
 {
     [Parameter(Position = 0, ValueFromPipelineByPropertyName = true)]
     [SupportsWildcards]
-    [ValidateNotNullOrEmpty]
     public string[]? Name { get; set; }
 
     protected override void ProcessRecord()

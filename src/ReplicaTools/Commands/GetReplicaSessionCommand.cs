@@ -11,10 +11,14 @@ public sealed class GetReplicaSessionCommand : ReplicaCmdlet
     public int[] Id { get; set; } = Array.Empty<int>();
 
     [Parameter(ParameterSetName = "Name", Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [AllowNull]
+    [AllowEmptyCollection]
     [SupportsWildcards]
     public string[] Name { get; set; } = Array.Empty<string>();
 
     [Parameter(ParameterSetName = "HostName", Mandatory = true, ValueFromPipelineByPropertyName = true)]
+    [AllowNull]
+    [AllowEmptyCollection]
     [SupportsWildcards]
     [Alias("ComputerName")]
     public string[] HostName { get; set; } = Array.Empty<string>();
@@ -39,11 +43,13 @@ public sealed class GetReplicaSessionCommand : ReplicaCmdlet
                 }
 
                 break;
-            case "Name":
+            case "Name" when HasArgument(Name, nameof(Name)):
                 WriteObject(Selection(Name).Select(this, sessions, s => s.Name), enumerateCollection: true);
                 break;
-            case "HostName":
+            case "HostName" when HasArgument(HostName, nameof(HostName)):
                 WriteObject(Selection(HostName).Select(this, sessions, s => s.HostName), enumerateCollection: true);
+                break;
+            case "Name" or "HostName":
                 break;
             default:
                 WriteObject(sessions, enumerateCollection: true);

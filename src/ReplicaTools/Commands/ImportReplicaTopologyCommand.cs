@@ -9,12 +9,18 @@ namespace ReplicaTools.Commands;
 public sealed class ImportReplicaTopologyCommand : HostCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     [Alias("FullName", "PSPath")]
     public string Path { get; set; } = string.Empty;
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Path, nameof(Path)))
+        {
+            return;
+        }
+
         var session = ResolveSession();
         if (session.IsLocal)
         {

@@ -8,12 +8,18 @@ namespace ReplicaTools.Commands;
 public sealed class InitializeDiskStoreCommand : HostCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     [Alias("FullName")]
     public string Path { get; set; } = string.Empty;
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Path, nameof(Path)))
+        {
+            return;
+        }
+
         var session = ResolveSession();
         var path = StorageCmdletHelpers.ResolvePath(this, session, Path);
         var service = DiskStoreService.For(session);

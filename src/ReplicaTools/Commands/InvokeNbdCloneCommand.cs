@@ -10,7 +10,8 @@ namespace ReplicaTools.Commands;
 public sealed class InvokeNbdCloneCommand : VmCmdlet
 {
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     public string Destination { get; set; } = string.Empty;
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
@@ -50,6 +51,11 @@ public sealed class InvokeNbdCloneCommand : VmCmdlet
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Destination, nameof(Destination)))
+        {
+            return;
+        }
+
         var vm = OpenVm();
         var destinationSession = ResolveSession(DestinationSession, DestinationHostName, ReplicaSession.Local);
         NbdCloneOperation operation;

@@ -10,6 +10,8 @@ public sealed class InvokeReplicaCommandCommand : HostCmdlet
 {
     /// <summary>The program and its arguments, one element each; every element arrives on the host exactly as given.</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
+    [AllowNull]
+    [AllowEmptyCollection]
     [Alias("Command")]
     [AllowEmptyString]
     public string[] ArgumentList { get; set; } = Array.Empty<string>();
@@ -28,6 +30,11 @@ public sealed class InvokeReplicaCommandCommand : HostCmdlet
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(ArgumentList, nameof(ArgumentList)))
+        {
+            return;
+        }
+
         CommandSpec command;
         try
         {

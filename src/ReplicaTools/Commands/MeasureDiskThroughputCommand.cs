@@ -69,8 +69,26 @@ public sealed class MeasureDiskThroughputCommand : HostCmdlet
     [ValidateNotNullOrEmpty]
     public string? ReportPath { get; set; }
 
+    private bool hostOnCommandLine;
+    private ReplicaSession? commandLineSession;
+    private string? commandLineHostName;
+
+    protected override void BeginProcessing()
+    {
+        // Only command-line parameters are bound before the first record.
+        hostOnCommandLine = MyInvocation.BoundParameters.ContainsKey(nameof(Session)) || MyInvocation.BoundParameters.ContainsKey(nameof(HostName));
+        (commandLineSession, commandLineHostName) = (Session, HostName);
+    }
+
     protected override void ProcessRecord()
     {
+        // A piped export carries its own host (Session, HostName); -Session or -HostName on the command line choose the
+        // load-generating host instead (a KVM host measuring a storage host's export), so the piped values yield.
+        if (hostOnCommandLine)
+        {
+            (Session, HostName) = (commandLineSession, commandLineHostName);
+        }
+
         var session = ResolveSession();
         var targets = TargetsOfThisRecord(session);
         if (targets.Count == 0)

@@ -9,25 +9,32 @@ namespace ReplicaTools.Commands;
 public sealed class NewDiskImageCommand : HostCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     [Alias("FullName")]
     public string Path { get; set; } = string.Empty;
 
     /// <summary>A string so that both PowerShell's 20GB (a number) and "20G"/"1.5TiB" bind.</summary>
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     [Alias("VirtualSize")]
     public string Size { get; set; } = string.Empty;
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateSet("raw", "qcow2", "vdi", IgnoreCase = true)]
-    public string Format { get; set; } = "qcow2";
+    [ArgumentCompleter(typeof(DiskImageFormatCompleter))]
+    public string Format { get; set => field = Given(value) ?? "qcow2"; } = "qcow2";
 
     [Parameter]
     public SwitchParameter Force { get; set; }
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Path, nameof(Path)) || !HasArgument(Size, nameof(Size)))
+        {
+            return;
+        }
+
         long size;
         DiskImageFormat format;
         try

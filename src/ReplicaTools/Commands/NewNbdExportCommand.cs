@@ -9,13 +9,15 @@ public sealed class NewNbdExportCommand : HostCmdlet
 {
     /// <summary>The file to export (on the target host).</summary>
     [Parameter(ParameterSetName = "Path", Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     [Alias("FullName")]
     public string Path { get; set; } = string.Empty;
 
     /// <summary>The block device to export (on the target host).</summary>
     [Parameter(ParameterSetName = "Device", Mandatory = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     public string Device { get; set; } = string.Empty;
 
     [Parameter(Position = 1)]
@@ -51,6 +53,11 @@ public sealed class NewNbdExportCommand : HostCmdlet
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(ParameterSetName == "Device" ? Device : Path, ParameterSetName == "Device" ? nameof(Device) : nameof(Path)))
+        {
+            return;
+        }
+
         var session = ResolveSession();
         var isDevice = ParameterSetName == "Device";
         var path = isDevice ? Device : Path;

@@ -7,11 +7,17 @@ namespace ReplicaTools.Commands;
 public sealed class RemoveDiskCheckpointCommand : VmCmdlet
 {
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     public string Name { get; set; } = string.Empty;
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Name, nameof(Name)))
+        {
+            return;
+        }
+
         var vm = OpenVm();
         if (ShouldProcess($"checkpoint '{Name}' of {vm.DisplayName}{(DriveOrNull is null ? string.Empty : $", disk '{DriveOrNull}'")}", $"Delete checkpoint ({DiskCheckpointManager.PlanRemoval(vm, DriveOrNull, Name)})"))
         {

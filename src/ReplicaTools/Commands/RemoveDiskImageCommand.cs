@@ -7,7 +7,8 @@ namespace ReplicaTools.Commands;
 public sealed class RemoveDiskImageCommand : HostCmdlet
 {
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyCollection]
     [Alias("FullName")]
     public string[] Path { get; set; } = Array.Empty<string>();
 
@@ -17,6 +18,11 @@ public sealed class RemoveDiskImageCommand : HostCmdlet
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Path, nameof(Path)))
+        {
+            return;
+        }
+
         var session = ResolveSession();
         var service = DiskImageService.For(session);
         foreach (var item in Path)

@@ -8,11 +8,17 @@ public sealed class RemoveDiskStoreCheckpointCommand : HostCmdlet
 {
     /// <summary>The checkpoint (snapshot) path, as Get-DiskStoreCheckpoint outputs it.</summary>
     [Parameter(Mandatory = true, Position = 0, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyCollection]
     public string[] Path { get; set; } = Array.Empty<string>();
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Path, nameof(Path)))
+        {
+            return;
+        }
+
         var session = ResolveSession();
         var service = DiskStoreService.For(session);
         foreach (var item in Path)

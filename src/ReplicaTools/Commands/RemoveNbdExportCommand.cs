@@ -51,7 +51,7 @@ public sealed class RemoveNbdExportCommand : HostCmdlet
             var exportManager = ReferenceEquals(exportSession, session) ? manager : new NbdExportManager(exportSession.Host);
             var plan = exportManager.PlanRemoval(export, grace);
             var server = export.Server == NbdServerKind.NbdServer ? "nbd-server" : "qemu-nbd";
-            var action = $"Stop {server} (pid {export.ProcessId}, {export.State}) and remove the export's files with these commands:{Environment.NewLine}{PlannedCommand.Describe(plan)}";
+            var action = $"Stop {server} ({(export.ProcessId is { } pid ? $"pid {pid}, " : string.Empty)}{export.State}) and remove the export's files with these commands:{Environment.NewLine}{PlannedCommand.Describe(plan)}";
             if (ShouldProcess($"NBD export '{export.Name}' ({export.Uri}) on {exportSession.Host.Name}", action))
             {
                 TryRun(token => exportManager.RemoveAsync(export, grace, token), export);

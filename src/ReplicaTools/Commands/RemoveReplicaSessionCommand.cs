@@ -7,7 +7,6 @@ namespace ReplicaTools.Commands;
 public sealed class RemoveReplicaSessionCommand : ReplicaCmdlet
 {
     [Parameter(ParameterSetName = "Session", Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNull]
     public ReplicaSession[] Session { get; set; } = Array.Empty<ReplicaSession>();
 
     [Parameter(ParameterSetName = "Id", Mandatory = true)]

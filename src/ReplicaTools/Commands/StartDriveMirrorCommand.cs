@@ -10,13 +10,13 @@ public sealed class StartDriveMirrorCommand : MirrorCmdlet
 {
     /// <summary>The mirror copy: an absolute path on the VM host or an nfs://server/export/file URL.</summary>
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyString]
     [Alias("Target")]
     public string Destination { get; set; } = string.Empty;
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Format { get; set; }
+    public string? Format { get; set => field = Given(value); }
 
     [Parameter]
     public MirrorSyncMode Sync { get; set; } = MirrorSyncMode.Full;
@@ -45,6 +45,11 @@ public sealed class StartDriveMirrorCommand : MirrorCmdlet
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(Destination, nameof(Destination)))
+        {
+            return;
+        }
+
         var backend = OpenBackend();
         var target = TargetName(backend.VirtualMachine.Target);
         MirrorStartRequest request;

@@ -15,18 +15,17 @@ public sealed class StartReplicaVMCommand : VmCmdlet
 {
     /// <summary>The VM's name: QEMU's -name, or the libvirt domain's name when -VMName is not given.</summary>
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Name { get; set; }
+    public string? Name { get; set => field = Given(value); }
 
     /// <summary>The copies of the disk in order of preference: the primary first, then the mirror copies.</summary>
     [Parameter(Mandatory = true, Position = 1, ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
+    [AllowNull]
+    [AllowEmptyCollection]
     [Alias("Copies", "Path")]
     public string[] DiskPath { get; set; } = Array.Empty<string>();
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
-    [ValidateNotNullOrEmpty]
-    public string? Format { get; set; }
+    public string? Format { get; set => field = Given(value); }
 
     [Parameter(ValueFromPipelineByPropertyName = true)]
     [ValidateRange(16, 16 * 1024 * 1024)]
@@ -70,6 +69,11 @@ public sealed class StartReplicaVMCommand : VmCmdlet
 
     protected override void ProcessRecord()
     {
+        if (!HasArgument(DiskPath, nameof(DiskPath)))
+        {
+            return;
+        }
+
         var session = ResolveSession();
         ReplicaVmRequest request;
         try

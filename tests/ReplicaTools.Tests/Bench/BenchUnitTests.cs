@@ -224,13 +224,13 @@ public sealed class BenchUnitTests
 
         Assert.Equal(2, rows.Count);
         Assert.Equal((162.0, 12.7, 317.0, 339.0), (rows[0].Read512!.Value, rows[0].Write512!.Value, rows[0].Read1MB!.Value, rows[0].Write1MB!.Value));
-        Assert.Equal("/srv/a.raw", rows[0].Label);
+        Assert.Equal("a.raw (buffered)", rows[0].Label);
         Assert.Equal("qemu-nbd", rows[1].Label);
         Assert.Null(rows[1].Write512);
 
         var markdown = ThroughputTable.ToMarkdown(rows).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         Assert.Equal("Protocol | Server | 512 Reads (MB/s) | 512 Writes (MB/s) | 1MB Reads (MB/s) | 1MB Writes (MB/s)", markdown[0]);
-        Assert.Equal("Direct | /srv/a.raw | 162.0 | 12.7 | 317.0 | 339.0", markdown[2]);
+        Assert.Equal("Direct | a.raw (buffered) | 162.0 | 12.7 | 317.0 | 339.0", markdown[2]);
         Assert.Equal("NBD | qemu-nbd | 164.0 |  |  | 130.0", markdown[3]);
         Assert.Equal("4K", BlockSizes.Label(4096));
         Assert.Equal("1000", BlockSizes.Label(1000));

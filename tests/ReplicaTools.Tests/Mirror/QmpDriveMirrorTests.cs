@@ -94,6 +94,36 @@ public sealed class QmpDriveMirrorTests : IAsyncLifetime
         Assert.True(Images.HasPattern(destination, format, 0xc3, 31 * MiB, MiB));
     }
 
+    /// <summary>
+    /// Regression (issue 7): a storage-only QEMU (-machine none) has no QOM /objects container until its first object, and
+    /// qom-list '/objects' answered DeviceNotFound, which failed Get-DriveMirror, -WhatIf and Start-DriveMirror.
+    /// </summary>
+    [Fact]
+    public async Task MachineNone_NoObjectsContainer_MeansNoMirrorState_AndTheMirrorStillCopiesEveryByte()
+    {
+        var source = Path.Combine(directory, "storage-only.qcow2");
+        Images.Create(source, "qcow2", "32M");
+        Images.Write(source, "qcow2", 0xa1, 0, 2 * MiB);
+        var vm = await QemuVm.StartStorageOnlyAsync(directory, "none0", new LabDisk("disk0", source, "qcow2"));
+        vms.Add(vm);
+        var mirror = vm.Machine().CreateMirrorBackend();
+
+        Assert.Empty(await mirror.GetAsync(null));
+        var destination = Path.Combine(directory, "storage-only-copy.qcow2");
+        var plan = await mirror.PlanStartAsync(new MirrorStartRequest { Destination = ImageLocation.Parse(destination), Drive = "disk0" });
+        Assert.Contains("\"execute\":\"drive-mirror\"", plan.Steps[^1].Text);
+        await mirror.StartAsync(plan);
+        await vm.WriteNodeAsync("disk0", 0xb7, 5 * MiB, MiB);
+        Assert.True((await mirror.WaitAsync("disk0", new MirrorWaitOptions())).Ready);
+        Assert.Equal(DriveMirrorState.Ready, Assert.Single(await mirror.GetAsync("disk0")).State);
+        await mirror.StopAsync(await mirror.PlanStopAsync("disk0", pivot: false, force: false), TimeSpan.FromMinutes(2));
+        await vm.DisposeAsync();
+
+        var (identical, output) = Images.Compare(source, "qcow2", destination, "qcow2");
+        Assert.True(identical, output);
+        Assert.True(Images.HasPattern(destination, "qcow2", 0xb7, 5 * MiB, MiB));
+    }
+
     [Fact]
     public async Task SyncTop_CopiesOnlyTheTopImage_AndTheCopyKeepsTheBackingFile()
     {

@@ -205,4 +205,16 @@ public sealed class LibvirtReplicaVmLauncherTests(LibvirtFixture fixture)
             lab.Destroy(name);
         }
     }
+
+    /// <summary>Regression (issue 7): a pid of 0 reached Start-ReplicaVM's output, and Stop-Process -Id 0 killed the caller's process group.</summary>
+    [Theory]
+    [InlineData("4242\n", 4242)]
+    [InlineData("  77 ", 77)]
+    [InlineData("0\n", null)]
+    [InlineData("1", null)]
+    [InlineData("-5", null)]
+    [InlineData("", null)]
+    [InlineData("cat: /run/vm.pid: No such file or directory", null)]
+    public void ProcessId_FromThePidFile_IsNeverZeroOrAnotherProcessGroupsId(string content, int? expected) =>
+        Assert.Equal(expected, ReplicaVmLauncher.ParseProcessId(content));
 }

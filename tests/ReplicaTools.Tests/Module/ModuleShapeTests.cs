@@ -78,10 +78,81 @@ public sealed class ModuleShapeTests
         var formats = Regex.Match(manifest, @"FormatsToProcess\s*=\s*@\('(?<f>[^']+)'\)").Groups["f"].Value;
         Assert.True(File.Exists(Path.Combine(Repository.ModuleDirectory, formats)), $"format file {formats} does not ship");
         XDocument.Load(Path.Combine(Repository.ModuleDirectory, formats));
-        foreach (var file in new[] { "ReplicaTools.dll", "ReplicaTools.Core.dll", "YamlDotNet.dll" })
+        foreach (var file in new[] { "ReplicaTools.dll", "ReplicaTools.Loader.dll", "dependencies/ReplicaTools.Core.dll", "dependencies/YamlDotNet.dll", "dependencies/Renci.SshNet.dll" })
         {
             Assert.True(File.Exists(Path.Combine(Repository.ModuleDirectory, file)), $"{file} does not ship");
         }
+
+        Assert.Matches(@"NestedModules\s*=\s*@\('ReplicaTools\.Loader\.dll'\)", manifest);
+    }
+
+    [Fact]
+    public void EveryAssemblyTheModuleReferences_ShipsInItsDependencies_OrComesWithDotNetOrPowerShell()
+    {
+        // Walks the references from ReplicaTools.dll; anything not in the .NET runtime must be in dependencies/
+        // (where ModuleLoadContext loads it), and nothing may sit beside ReplicaTools.dll to load in the default context.
+        var dependencies = Path.Combine(Repository.ModuleDirectory, "dependencies");
+        var runtime = System.Runtime.InteropServices.RuntimeEnvironment.GetRuntimeDirectory();
+        var pending = new Queue<string>(new[] { Path.Combine(Repository.ModuleDirectory, "ReplicaTools.dll"), Path.Combine(Repository.ModuleDirectory, "ReplicaTools.Loader.dll") });
+        var seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        var missing = new List<string>();
+        while (pending.TryDequeue(out var path))
+        {
+            using var stream = File.OpenRead(path);
+            using var pe = new System.Reflection.PortableExecutable.PEReader(stream);
+            var metadata = System.Reflection.Metadata.PEReaderExtensions.GetMetadataReader(pe);
+            foreach (var handle in metadata.AssemblyReferences)
+            {
+                var name = metadata.GetString(metadata.GetAssemblyReference(handle).Name);
+                if (!seen.Add(name) || name is "System.Management.Automation" or "netstandard" || File.Exists(Path.Combine(runtime, name + ".dll")))
+                {
+                    continue;
+                }
+
+                var shipped = Path.Combine(dependencies, name + ".dll");
+                if (File.Exists(shipped))
+                {
+                    pending.Enqueue(shipped);
+                }
+                else
+                {
+                    missing.Add($"{name} (referenced by {Path.GetFileName(path)})");
+                }
+            }
+        }
+
+        Assert.Empty(missing);
+        Assert.Contains("Renci.SshNet", seen);
+        Assert.Contains("BouncyCastle.Cryptography", seen);
+        Assert.Empty(Directory.GetFiles(Repository.ModuleDirectory, "*.dll").Select(Path.GetFileName).Except(new[] { "ReplicaTools.dll", "ReplicaTools.Loader.dll" }));
+    }
+
+    /// <summary>
+    /// Regression (issue 7): a topology host without a jump host failed New-ReplicaSession with "Cannot validate argument
+    /// on parameter 'JumpHost'". A parameter bound from a piped object's property must not reject null or empty with a
+    /// validation attribute (PowerShell then blames a property the user never set); a mandatory one takes AllowNull and
+    /// checks in code (ReplicaCmdlet.HasArgument). tests/Pester/PipelineBinding.Tests.ps1 checks the same at run time.
+    /// </summary>
+    [Fact]
+    public void ParametersBoundByPropertyName_DoNotRejectNullOrEmptyInValidationAttributes()
+    {
+        string[] rejecting = { "ValidateNotNull", "ValidateNotNullOrEmpty", "ValidateNotNullOrWhiteSpace", "ValidateSet", "ValidatePattern", "ValidateLength", "ValidateCount", "ValidateScript" };
+        var offenders = new List<string>();
+        foreach (var cmdlet in Cmdlets.Value)
+        {
+            foreach (var parameter in cmdlet.Parameters.Where(p => p.Sets.Any(s => s.FromPipelineByPropertyName)))
+            {
+                var validations = parameter.Validations ?? Array.Empty<string>();
+                offenders.AddRange(validations.Intersect(rejecting).Select(v => $"{cmdlet.Name} -{parameter.Name} [{v}]"));
+                var mandatory = parameter.Sets.Any(s => s.Mandatory && s.FromPipelineByPropertyName);
+                if (mandatory && parameter.TypeName is "String" or "String[]" && !validations.Contains("AllowNull"))
+                {
+                    offenders.Add($"{cmdlet.Name} -{parameter.Name} (mandatory, bound by property name, without [AllowNull])");
+                }
+            }
+        }
+
+        Assert.True(offenders.Count == 0, "Parameters bound by property name that reject null or empty:\n" + string.Join("\n", offenders));
     }
 
     [Fact]

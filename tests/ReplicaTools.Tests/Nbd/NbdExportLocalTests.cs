@@ -39,9 +39,9 @@ public sealed class NbdExportLocalTests : IAsyncLifetime
         Assert.Equal(NbdExportState.Running, export.State);
         Assert.InRange(export.Port, NbdExportManager.FirstAutomaticPort, NbdExportManager.LastAutomaticPort);
         Assert.Equal($"nbd://127.0.0.1:{export.Port}/ro-{server}", export.Uri);
-        Assert.True(LocalProcesses.IsAlive(export.ProcessId));
-        Assert.Contains(export.PidFile, LocalProcesses.CommandLine(export.ProcessId));
-        Assert.Equal(export.ServerArguments, LocalProcesses.CommandLine(export.ProcessId));
+        Assert.True(LocalProcesses.IsAlive(export.ProcessId!.Value));
+        Assert.Contains(export.PidFile, LocalProcesses.CommandLine(export.ProcessId!.Value));
+        Assert.Equal(export.ServerArguments, LocalProcesses.CommandLine(export.ProcessId!.Value));
 
         var copy = Path.Combine(root, "copy.raw");
         Tool.Run("nbdcopy", export.Uri, copy);
@@ -64,7 +64,7 @@ public sealed class NbdExportLocalTests : IAsyncLifetime
 
         await manager.RemoveAsync(listed);
 
-        Assert.True(await LocalProcesses.WaitGoneAsync(export.ProcessId, TimeSpan.FromSeconds(5)));
+        Assert.True(await LocalProcesses.WaitGoneAsync(export.ProcessId!.Value, TimeSpan.FromSeconds(5)));
         Assert.False(await LocalProcesses.IsPortOpenAsync("127.0.0.1", export.Port));
         Assert.Empty(await manager.ListAsync());
         Assert.Empty(Directory.GetFiles(Path.Combine(root, "state")));
@@ -96,8 +96,8 @@ public sealed class NbdExportLocalTests : IAsyncLifetime
         CreateRandomImage(image, 4 * MiB, 1);
         var export = await manager.NewAsync(new NbdExportRequest { Name = "stale", Path = image, ReadOnly = true, Server = server });
 
-        Tool.Run("kill", "-KILL", export.ProcessId.ToString());
-        Assert.True(await LocalProcesses.WaitGoneAsync(export.ProcessId, TimeSpan.FromSeconds(5)));
+        Tool.Run("kill", "-KILL", export.ProcessId!.Value.ToString());
+        Assert.True(await LocalProcesses.WaitGoneAsync(export.ProcessId!.Value, TimeSpan.FromSeconds(5)));
 
         var reporter = new RecordingReporter();
         IReadOnlyList<NbdExport> listed;
@@ -109,6 +109,7 @@ public sealed class NbdExportLocalTests : IAsyncLifetime
         var stale = Assert.Single(listed);
         Assert.Equal(NbdExportState.Stale, stale.State);
         Assert.Contains($"process {export.ProcessId} is gone", stale.StaleReason);
+        Assert.Null(stale.ProcessId); // the recorded id is no longer this export's process: it must not be offered for killing
         Assert.Contains(reporter.Warnings, w => w.Contains("'stale' is stale") && w.Contains("Remove-NbdExport -Name stale"));
 
         await manager.RemoveAsync(stale);
@@ -126,7 +127,7 @@ public sealed class NbdExportLocalTests : IAsyncLifetime
         CreateRandomImage(image, 4 * MiB, 1);
         var export = await manager.NewAsync(new NbdExportRequest { Name = "reuse", Path = image, ReadOnly = true });
         await manager.RemoveAsync(export);
-        Assert.True(await LocalProcesses.WaitGoneAsync(export.ProcessId, TimeSpan.FromSeconds(5)));
+        Assert.True(await LocalProcesses.WaitGoneAsync(export.ProcessId!.Value, TimeSpan.FromSeconds(5)));
 
         // Forge the record of a dead export whose pid is now a sleep this test started.
         using var sleeper = System.Diagnostics.Process.Start("sleep", "60");
@@ -141,6 +142,7 @@ public sealed class NbdExportLocalTests : IAsyncLifetime
         var stale = Assert.Single(await manager.ListAsync());
         Assert.Equal(NbdExportState.Stale, stale.State);
         Assert.Contains($"process {sleeper.Id} is no longer qemu-nbd", stale.StaleReason);
+        Assert.Null(stale.ProcessId); // that id is the sleeper's now, not the server's
 
         await manager.RemoveAsync(stale);
         Assert.True(LocalProcesses.IsAlive(sleeper.Id));

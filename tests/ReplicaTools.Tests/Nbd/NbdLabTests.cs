@@ -80,7 +80,7 @@ public sealed class NbdLabTests : IAsyncLifetime
             await otherSession.DisconnectAsync();
         }
 
-        Assert.True(await LocalProcesses.WaitGoneAsync(export.ProcessId, TimeSpan.FromSeconds(5)));
+        Assert.True(await LocalProcesses.WaitGoneAsync(export.ProcessId!.Value, TimeSpan.FromSeconds(5)));
         Assert.False(await LocalProcesses.IsPortOpenAsync(lab[0].Address, export.Port));
         Assert.Empty(await manager.ListAsync());
     }
@@ -91,8 +91,8 @@ public sealed class NbdLabTests : IAsyncLifetime
         var image = Path.Combine(root, "stale.raw");
         CreateRandomImage(image, 2 * MiB, 1);
         var export = await manager.NewAsync(new NbdExportRequest { Name = "stale", Path = image, ReadOnly = true, Server = NbdServerKind.NbdServer });
-        await source.RunAsync(new CommandSpec("kill", "-KILL", export.ProcessId.ToString(CultureInfo.InvariantCulture)));
-        Assert.True(await LocalProcesses.WaitGoneAsync(export.ProcessId, TimeSpan.FromSeconds(5)));
+        await source.RunAsync(new CommandSpec("kill", "-KILL", export.ProcessId!.Value.ToString(CultureInfo.InvariantCulture)));
+        Assert.True(await LocalProcesses.WaitGoneAsync(export.ProcessId!.Value, TimeSpan.FromSeconds(5)));
 
         var stale = Assert.Single(await manager.ListAsync());
         Assert.Equal(NbdExportState.Stale, stale.State);

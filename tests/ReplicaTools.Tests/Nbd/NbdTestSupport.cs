@@ -63,9 +63,9 @@ internal static class NbdTestSupport
                 }
                 catch (ReplicaException)
                 {
-                    if (export.ProcessId > 0 && TestLab.LocalProcesses.CommandLine(export.ProcessId).Contains(export.PidFile))
+                    if (export.ProcessId is { } pid && TestLab.LocalProcesses.CommandLine(pid).Contains(export.PidFile))
                     {
-                        TestLab.Tool.TryRun("kill", new[] { "-KILL", export.ProcessId.ToString() });
+                        TestLab.Tool.TryRun("kill", new[] { "-KILL", pid.ToString(System.Globalization.CultureInfo.InvariantCulture) });
                     }
                 }
             }

@@ -200,7 +200,7 @@ public sealed class ImageInUseTests : IDisposable
             }
 
             foreground?.WaitForExit(10_000);
-            for (var i = 0; i < 200 && File.Exists($"/proc/{pid}/stat") && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z", StringComparison.Ordinal); i++)
+            for (var i = 0; i < 1200 && File.Exists($"/proc/{pid}/stat") && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z", StringComparison.Ordinal); i++)
             {
                 Thread.Sleep(25);
             }

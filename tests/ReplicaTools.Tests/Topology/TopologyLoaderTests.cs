@@ -1,3 +1,4 @@
+using ReplicaTools.Core.Remote;
 using ReplicaTools.Core.Topology;
 
 namespace ReplicaTools.Tests.Topology;
@@ -69,6 +70,54 @@ public sealed class TopologyLoaderTests
         Assert.Equal("192.0.2.12", options.HostName);
         Assert.Equal("nfs2", options.EffectiveName);
         Assert.Equal("UserKnownHostsFile", options.ExtraOptions[0].Key);
+    }
+
+    [Fact]
+    public void Transport_IsReadPerHost_OrFromDefaults_AndReachesTheConnectionOptions()
+    {
+        var topology = TopologyLoader.Parse("""
+            defaults:
+              transport: sshnet
+              knownHostsFile: known_hosts
+            hosts:
+              win-admin-target:
+                address: 192.0.2.20
+              kvm1:
+                address: 192.0.2.10
+                transport: OpenSsh
+                sshOptions:
+                  ServerAliveInterval: 30
+            """, "/etc/replicatools/topology.yml");
+
+        var sshNet = topology.Hosts["win-admin-target"];
+        Assert.Equal(SessionTransport.SshNet, sshNet.Transport);
+        Assert.Equal(SessionTransport.SshNet, sshNet.ConnectionOptions.Transport);
+        Assert.Equal("/etc/replicatools/known_hosts", sshNet.KnownHostsPath);
+        Assert.Equal(SessionTransport.OpenSsh, topology.Hosts["kvm1"].ConnectionOptions.Transport);
+        Assert.Equal(new[] { "ServerAliveInterval=30" }, topology.Hosts["kvm1"].SshOption);
+        Assert.Null(TopologyLoader.Parse(Example, "t.yml").Hosts["kvm1"].Transport);
+        Assert.Equal(SessionTransports.Default, TopologyLoader.Parse(Example, "t.yml").Hosts["kvm1"].ConnectionOptions.Transport);
+    }
+
+    [Fact]
+    public void SshNetHosts_TakeTheDefaultsKnownHostsFile_ButNoOtherSshOptions()
+    {
+        var host = TopologyLoader.Parse(Example.Replace("  user: root\n", "  user: root\n  transport: SshNet\n", StringComparison.Ordinal), "t.yml").Hosts["nfs1"];
+
+        Assert.Equal(SessionTransport.SshNet, host.Transport);
+        Assert.Equal("/etc/replicatools/known_hosts", host.KnownHostsPath);
+        Assert.Empty(host.SshOption);
+        Assert.Empty(host.ConnectionOptions.ExtraOptions);
+    }
+
+    [Theory]
+    [InlineData("hosts:\n  kvm1:\n    address: 10.0.0.1\n    transport: putty\n", 4, 16, "must be one of OpenSsh, SshNet, not 'putty'")]
+    [InlineData("hosts:\n  kvm1:\n    address: 10.0.0.1\n    transport: SshNet\n    sshOptions:\n      ServerAliveInterval: 5\n", 6, 7, "do not apply to transport SshNet")]
+    public void TransportErrors_NameFileLineAndColumn(string yaml, int line, int column, string problem)
+    {
+        var error = Assert.Throws<TopologyException>(() => TopologyLoader.Parse(yaml, "site.yml"));
+        Assert.Contains($"site.yml:{line}:{column}", error.Message);
+        Assert.Contains(problem, error.Message);
     }
 
     [Theory]
