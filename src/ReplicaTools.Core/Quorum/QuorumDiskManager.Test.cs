@@ -40,11 +40,23 @@ public sealed partial class QuorumDiskManager
         EnsureRunning(Vm, view);
         var disk = ResolveDisk(view, drive);
         var children = view.Graph.ChildrenOf(disk.NodeName).Select(c => c.Child).ToHashSet(StringComparer.Ordinal);
-        var replicas = disk.Replicas.Where(r => children.Contains(r.NodeName)).ToArray();
+        var attached = disk.Replicas.Where(r => children.Contains(r.NodeName)).ToArray();
+
+        // A replica whose storage does not answer is left out: reading it would fail (NBD) or wait forever (libnfs).
+        var probes = await Task.WhenAll(attached.Select(r => QuorumProbe.ProbeOpenAsync(Host, r.Location, ProbeTimeout, cancellationToken))).ConfigureAwait(false);
+        for (var i = 0; i < attached.Length; i++)
+        {
+            if (probes[i].Status != QuorumProbeStatus.Readable)
+            {
+                OperationContext.Reporter.Warning($"Replica {attached[i].NodeName} ({attached[i].Location.Text}) of quorum disk '{disk.Drive}' is not compared: {probes[i].Reason}.");
+            }
+        }
+
+        var replicas = attached.Where((_, i) => probes[i].Status == QuorumProbeStatus.Readable).ToArray();
         if (replicas.Length < 2)
         {
             throw new QuorumException(QuorumErrorIds.CompareFailed, ReplicaErrorCategory.InvalidOperation,
-                $"Quorum disk '{disk.Drive}' of {Vm.DisplayName} has {replicas.Length} replica(s) attached; there is nothing to compare.", Host.Name, disk.Drive);
+                $"Quorum disk '{disk.Drive}' of {Vm.DisplayName} has {replicas.Length} replica(s) attached and answering; there is nothing to compare.", Host.Name, disk.Drive);
         }
 
         var directory = (await Host.RunAsync(new CommandSpec("mktemp", "-d", ExportDirectoryTemplate) { Timeout = TimeSpan.FromSeconds(30) }, cancellationToken).ConfigureAwait(false)).StandardOutput.Trim();
