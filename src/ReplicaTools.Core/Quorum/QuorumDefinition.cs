@@ -41,7 +41,7 @@ public sealed record QuorumReplicaSpec(string NodeName, QuorumReplicaLocation Lo
 /// carries the module's record of the disk (replica locations, options, event file) for as long as QEMU runs.
 /// Pure data: the same definition yields the <c>-blockdev</c> arguments, the QMP steps and the libvirt snippet.
 /// </summary>
-public sealed partial class QuorumDefinition
+public sealed partial record QuorumDefinition
 {
     /// <summary>QEMU keeps node names in a 32-byte buffer: 31 characters at most (block.c, BlockDriverState.node_name).</summary>
     public const int MaxNodeNameLength = 31;
@@ -320,23 +320,15 @@ public sealed partial class QuorumDefinition
     /// <summary>This definition with a replica replaced (repair onto a new image) or re-dated (repair in place).</summary>
     public QuorumDefinition WithReplica(string oldNode, QuorumReplicaSpec replacement, DateTimeOffset since)
     {
-        var replicas = Replicas.Select(r => r.NodeName == oldNode ? replacement : r).ToArray();
         var dates = Since.Where(p => p.Key != oldNode).ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal);
         dates[replacement.NodeName] = since;
-        var next = replacement.NodeName == oldNode ? NextIndex : NextIndex + 1;
-        return new QuorumDefinition
+        return this with
         {
-            NodeName = NodeName,
-            DeviceId = DeviceId,
-            DeviceDriver = DeviceDriver,
-            Replicas = replicas,
-            VoteThreshold = VoteThreshold,
-            ReadPattern = ReadPattern,
-            RewriteCorrupted = RewriteCorrupted,
-            Blkverify = Blkverify,
-            EventFile = EventFile,
+            Replicas = Replicas.Select(r => r.NodeName == oldNode ? replacement : r).ToArray(),
             Since = dates,
-            NextIndex = next,
+            NextIndex = replacement.NodeName == oldNode ? NextIndex : NextIndex + 1,
         };
     }
+
+    public override string ToString() => $"{Drive}: quorum node {NodeName} over {Replicas.Count} replicas, vote-threshold {VoteThreshold}";
 }

@@ -173,20 +173,7 @@ public sealed partial class QuorumDiskManager
             steps.Add(QuorumEventRecorder.PlanStart(Vm, eventFile, eventSocket));
         }
 
-        definition = new QuorumDefinition
-        {
-            NodeName = definition.NodeName,
-            DeviceId = definition.DeviceId,
-            DeviceDriver = definition.DeviceDriver,
-            Replicas = definition.Replicas,
-            VoteThreshold = definition.VoteThreshold,
-            ReadPattern = definition.ReadPattern,
-            RewriteCorrupted = definition.RewriteCorrupted,
-            Blkverify = definition.Blkverify,
-            NextIndex = definition.NextIndex,
-            Since = definition.Since,
-            EventFile = eventFile,
-        };
+        definition = definition with { EventFile = eventFile };
         steps.AddRange(definition.AttachCommands().Select(c => QemuMonitor.Plan(Vm, c.Command, c.Arguments, c.Purpose)));
         return new QuorumDiskPlan { Definition = definition, Creates = plan.Creates, Size = plan.Size, Steps = steps, Warnings = plan.Warnings };
     }
