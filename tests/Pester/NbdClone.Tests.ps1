@@ -112,6 +112,8 @@ Describe 'Cloning a bare QEMU on the local machine' -Skip:(-not (Get-Command qem
     }
 
     AfterAll {
+        Get-DiskCheckpoint -QmpSocket $script:socket -Drive virtio0 -CloneOnly -ErrorAction SilentlyContinue -WarningAction SilentlyContinue |
+            Remove-DiskCheckpoint -Confirm:$false -WarningAction SilentlyContinue
         if (Test-Path $script:pidFile) {
             Stop-Process -Id ([int](Get-Content $script:pidFile)) -Force -ErrorAction SilentlyContinue
         }
@@ -161,5 +163,95 @@ Describe 'Cloning a bare QEMU on the local machine' -Skip:(-not (Get-Command qem
         { Invoke-NbdClone -QmpSocket $script:socket -Drive virtio0 -Destination $other -Confirm:$false -ErrorAction Stop } | Should -Throw -ErrorId 'DestinationExists,*'
         Get-Content $other | Should -Be 'not a clone'
         (Invoke-NbdClone -QmpSocket $script:socket -Drive virtio0 -Destination $other -Force -Confirm:$false).Mode | Should -Be 'Full'
+    }
+}
+
+# Field report (issue 9, case 2): a clone destination put back from its own backup (the old image and the old
+# .rtclone.json) made every later Invoke-NbdClone fail with "Bitmap already exists".
+Describe 'A clone destination restored from an older copy' -Skip:(-not (Get-Command qemu-system-x86_64 -ErrorAction SilentlyContinue) -or -not (Get-Command nbdcopy -ErrorAction SilentlyContinue)) {
+    BeforeAll {
+        $script:vmDirectory = Join-Path $TestDrive 'restored-vm'
+        New-Item -ItemType Directory -Path $vmDirectory | Out-Null
+        $image = Join-Path $vmDirectory 'disk.qcow2'
+        & qemu-img create -q -f qcow2 $image 32M
+        & qemu-io -f qcow2 -c 'write -P 0x11 0 4M' $image | Out-Null
+        $script:socket = Join-Path $vmDirectory 'vm.qmp'
+        $script:testSocket = Join-Path $vmDirectory 'test.qmp'
+        $script:pidFile = Join-Path $vmDirectory 'vm.pid'
+        & qemu-system-x86_64 -name pester-restored -machine pc,accel=tcg -S -m 16 -nodefaults -display none `
+            -qmp "unix:$socket,server=on,wait=off" -qmp "unix:$testSocket,server=on,wait=off" -daemonize -pidfile $pidFile `
+            -blockdev "driver=qcow2,node-name=drive-virtio0,file.driver=file,file.filename=$image" `
+            -device 'virtio-blk-pci,drive=drive-virtio0,id=virtio0'
+        $script:destination = Join-Path $TestDrive 'a.raw'
+        $script:saved = Join-Path $TestDrive 'saved'
+        New-Item -ItemType Directory -Path $saved | Out-Null
+
+        # A guest write, through QEMU's own block layer (HMP qemu-io on the test monitor).
+        function Write-Guest([string] $Command) {
+            $qmp = [System.Net.Sockets.Socket]::new([System.Net.Sockets.AddressFamily]::Unix, [System.Net.Sockets.SocketType]::Stream, [System.Net.Sockets.ProtocolType]::Unspecified)
+            $qmp.Connect([System.Net.Sockets.UnixDomainSocketEndPoint]::new($testSocket))
+            $stream = [System.Net.Sockets.NetworkStream]::new($qmp, $true)
+            $reader = [System.IO.StreamReader]::new($stream)
+            $writer = [System.IO.StreamWriter]::new($stream)
+            $writer.AutoFlush = $true
+            $null = $reader.ReadLine()
+            $writer.WriteLine('{"execute":"qmp_capabilities"}'); $null = $reader.ReadLine()
+            $line = @{ execute = 'human-monitor-command'; arguments = @{ 'command-line' = "qemu-io -d virtio0/virtio-backend `"$Command`"" } } | ConvertTo-Json -Compress
+            $writer.WriteLine($line)
+            do { $answer = $reader.ReadLine() | ConvertFrom-Json } while (-not ($answer.PSObject.Properties.Name -contains 'return'))
+            $stream.Dispose()
+        }
+    }
+
+    AfterAll {
+        # Removing the clone's checkpoints also removes their chain records on the VM host.
+        Get-DiskCheckpoint -QmpSocket $socket -Drive virtio0 -CloneOnly -ErrorAction SilentlyContinue | Remove-DiskCheckpoint -Confirm:$false -WarningAction SilentlyContinue
+        if (Test-Path $pidFile) { Stop-Process -Id ([int](Get-Content $pidFile)) -Force -ErrorAction SilentlyContinue }
+    }
+
+    It 'clones, keeps a copy of the clone and its metadata, and refreshes it incrementally' {
+        (Invoke-NbdClone -QmpSocket $socket -Drive virtio0 -Destination $destination -Incremental -Confirm:$false -WarningAction SilentlyContinue).Mode | Should -Be 'Full'
+        Copy-Item -Path $destination, "$destination.rtclone.json" -Destination $saved
+        Write-Guest 'write -P 0x44 8M 1M'
+        $script:newest = Invoke-NbdClone -QmpSocket $socket -Drive virtio0 -Destination $destination -Incremental -Confirm:$false
+        $newest.Mode | Should -Be 'Incremental'
+    }
+
+    It 'after the old copy is put back, falls back to a full clone that names the cause, and replaces the stale checkpoint' {
+        Copy-Item -Path (Join-Path $saved 'a.raw'), (Join-Path $saved 'a.raw.rtclone.json') -Destination $TestDrive -Force
+        $warnings = $null
+        $result = Invoke-NbdClone -QmpSocket $socket -Drive virtio0 -Destination $destination -Incremental -Verify -Confirm:$false -WarningVariable warnings -WarningAction SilentlyContinue
+        $result.Mode | Should -Be 'Full'
+        $result.Verified | Should -BeTrue
+        $result.FallbackReason | Should -BeLike "*older than the VM's newest checkpoint of its chain, '$($newest.Checkpoint)'*restored from an older copy*"
+        ($warnings -join ' ') | Should -BeLike '*full clone instead*'
+        $checkpoints = @(Get-DiskCheckpoint -QmpSocket $socket -Drive virtio0 -CloneOnly)
+        $checkpoints.Name | Should -Be @($result.Checkpoint)
+        $checkpoints[0].Destination | Should -Be "localhost:$destination"
+        $checkpoints[0].Orphaned | Should -BeFalse
+    }
+
+    It 'is incremental again on the next run, plain and -Repair runs included' {
+        Write-Guest 'write -P 0x55 12M 1M'
+        $next = Invoke-NbdClone -QmpSocket $socket -Drive virtio0 -Destination $destination -Incremental -Confirm:$false
+        $next.Mode | Should -Be 'Incremental'
+        $next.BytesCopied | Should -Be 1MB
+
+        Copy-Item -Path (Join-Path $saved 'a.raw'), (Join-Path $saved 'a.raw.rtclone.json') -Destination $TestDrive -Force
+        (Invoke-NbdClone -QmpSocket $socket -Drive virtio0 -Destination $destination -Confirm:$false).Mode | Should -Be 'Full'
+        Copy-Item -Path (Join-Path $saved 'a.raw'), (Join-Path $saved 'a.raw.rtclone.json') -Destination $TestDrive -Force
+        (Invoke-NbdClone -QmpSocket $socket -Drive virtio0 -Destination $destination -Incremental -Repair -Confirm:$false -WarningAction SilentlyContinue).Mode | Should -Be 'Full'
+        (Invoke-NbdClone -QmpSocket $socket -Drive virtio0 -Destination $destination -Incremental -Confirm:$false).Mode | Should -Be 'Incremental'
+    }
+
+    It 'shows the checkpoint as orphaned once the destination is deleted, and says how to remove it' {
+        Remove-Item -Path $destination, "$destination.rtclone.json"
+        $warnings = $null
+        $checkpoint = Get-DiskCheckpoint -QmpSocket $socket -Drive virtio0 -CloneOnly -WarningVariable warnings -WarningAction SilentlyContinue
+        $checkpoint.Orphaned | Should -BeTrue
+        $checkpoint.Problem | Should -BeLike "*orphaned*$destination no longer exists*Remove-DiskCheckpoint*"
+        ($warnings -join ' ') | Should -BeLike "*$($checkpoint.Name)*orphaned*"
+        $checkpoint | Remove-DiskCheckpoint -Confirm:$false -WarningAction SilentlyContinue
+        @(Get-DiskCheckpoint -QmpSocket $socket -Drive virtio0 -CloneOnly).Count | Should -Be 0
     }
 }

@@ -24,6 +24,16 @@ public static class Images
         return (code == 0, (stdout + stderr).Trim());
     }
 
+    /// <summary>
+    /// Bytes a raw file holds as data: the data extents the file system reports (SEEK_DATA/SEEK_HOLE, via qemu-img map),
+    /// i.e. its allocation without the file system's own metadata blocks (an extent tree grows with every punched hole).
+    /// </summary>
+    public static long AllocatedBytes(string rawFile)
+    {
+        using var map = System.Text.Json.JsonDocument.Parse(Tool.Run("qemu-img", "map", "-U", "--output=json", "-f", "raw", rawFile));
+        return map.RootElement.EnumerateArray().Where(e => e.GetProperty("data").GetBoolean()).Sum(e => e.GetProperty("length").GetInt64());
+    }
+
     public static string? Format(string location)
     {
         var (code, stdout, _) = Tool.TryRun("qemu-img", new[] { "info", "-U", "--output=json", location });

@@ -25,12 +25,17 @@ public sealed class StaleCloneStateException : ReplicaException
 /// <summary>Another clone of the same VM or to the same destination is running right now.</summary>
 public sealed class CloneInProgressException : ReplicaException
 {
-    public CloneInProgressException(string hostName, string what)
+    public CloneInProgressException(string hostName, string what, string? holder = null)
         : base("CloneInProgress", ReplicaErrorCategory.ResourceUnavailable,
-            $"On host '{hostName}', another clone holds the lock of {what}; nothing was changed.", hostName, what)
+            $"On host '{hostName}', another clone holds the lock of {what}{(holder is null ? string.Empty : $": {holder}")}; nothing was changed.", hostName, what)
     {
-        RecommendedAction = "Wait for the other clone to finish (an hourly clone that takes longer than an hour overlaps the next one).";
+        Holder = holder;
+        RecommendedAction = "Wait for the other clone to finish (an hourly clone that takes longer than an hour overlaps the next one). " +
+                            "If its PowerShell was killed, its remote copier ends within seconds and the lock with it; a retry then waits for that by itself.";
     }
+
+    /// <summary>The run holding the lock, as it recorded itself ("Invoke-NbdClone run r1a2b3c4 (pid 4711 on ctl1, since ...)"), or null.</summary>
+    public string? Holder { get; }
 }
 
 /// <summary>The copy did not complete: the export, the job, the copier or a connection failed. The VM runs on its original disk with every write.</summary>

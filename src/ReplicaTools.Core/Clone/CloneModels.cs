@@ -41,6 +41,9 @@ public sealed class CloneRequest
     /// <summary>Where the per-VM and per-destination lock files live on the hosts (flock; they stay as empty files).</summary>
     public string LockDirectory { get; init; } = "/tmp";
 
+    /// <summary>Directory on the VM host for the records of which destination each checkpoint chain belongs to (see <see cref="CloneChainRecord"/>).</summary>
+    public string StateDirectory { get; init; } = CloneChainRecord.DefaultStateDirectory;
+
     /// <summary>Clean up stale state of an interrupted earlier run (commit, never discard guest writes) before cloning.</summary>
     public bool Repair { get; init; }
 
@@ -106,7 +109,13 @@ public sealed record CloneResult : VmObject
     /// <summary>Bytes read from the export and written to the destination (allocated data for a full clone, dirty extents for an incremental).</summary>
     public long BytesCopied { get; init; }
 
-    /// <summary>Bytes not transferred: holes and zeros of a full clone, clean blocks of an incremental.</summary>
+    /// <summary>
+    /// Incremental clones: bytes of written blocks that read as zero (the guest zeroed or discarded them) and were zeroed on
+    /// the destination (a punched hole in a file) instead of copied as data. 0 for full clones, which skip zeros.
+    /// </summary>
+    public long BytesZeroed { get; init; }
+
+    /// <summary>Bytes not written at all: holes and zeros of a full clone, clean blocks of an incremental. Copied + zeroed + skipped = total.</summary>
     public long BytesSkipped { get; init; }
 
     /// <summary>Wall time of the whole run, from the stale-state check to the release of the point in time.</summary>

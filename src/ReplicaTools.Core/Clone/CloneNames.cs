@@ -26,6 +26,25 @@ public static partial class CloneNames
     public static string Checkpoint(string chain, long generation) =>
         $"{Prefix}{chain}-{generation.ToString("D6", CultureInfo.InvariantCulture)}";
 
+    /// <summary>
+    /// The generation of the next checkpoint of <paramref name="chain"/>: one past both the destination's own record and
+    /// every checkpoint of that chain the VM still has, so a new name never collides with an existing one (a destination
+    /// restored from an older copy carries an older generation than the VM's newest).
+    /// </summary>
+    public static long NextGeneration(string chain, long recordedGeneration, IEnumerable<string> existingNames)
+    {
+        var newest = recordedGeneration;
+        foreach (var name in existingNames)
+        {
+            if (TryParseCheckpoint(name, out var c, out var g) && c == chain && g > newest)
+            {
+                newest = g;
+            }
+        }
+
+        return newest + 1;
+    }
+
     public static bool TryParseCheckpoint(string name, out string chain, out long generation)
     {
         var match = CheckpointPattern().Match(name);

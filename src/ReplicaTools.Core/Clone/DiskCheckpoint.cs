@@ -36,8 +36,18 @@ public sealed record DiskCheckpoint : VmObject
 
     public string? Parent { get; init; }
 
-    /// <summary>Why the checkpoint is not usable, if it is not.</summary>
-    public string? Problem { get; init; }
+    /// <summary>Why the checkpoint is not usable (or, when <see cref="Orphaned"/>, why it is of no use and how to remove it).</summary>
+    public string? Problem { get; set; }
+
+    /// <summary>The clone destination this checkpoint belongs to, "HOST:PATH" (Invoke-NbdClone checkpoints, from the VM host's chain record).</summary>
+    public string? Destination { get; set; }
+
+    /// <summary>
+    /// True when the clone destination it belongs to no longer exists (or no longer is that clone): nothing will ever read
+    /// the checkpoint, and its dirty bitmap grows with every guest write. False when the destination was found; null when
+    /// unknown (not a clone checkpoint, no chain record, or the destination host is not reachable through an open session).
+    /// </summary>
+    public bool? Orphaned { get; set; }
 
     /// <summary>True for checkpoints Invoke-NbdClone created (rtclone-CHAIN-GENERATION).</summary>
     public bool IsCloneCheckpoint => Chain is not null;

@@ -16,9 +16,11 @@ public sealed record ImageDigest(string Checksum, long Size);
 public static class ImageChecksum
 {
     /// <param name="length">Checksum only the first LENGTH bytes (a block device may be larger than the disk it holds); null for all.</param>
-    public static async Task<ImageDigest> ComputeAsync(IReplicaHost host, string source, long? length, TimeSpan timeout, Action<double>? progress, CancellationToken cancellationToken)
+    public static async Task<ImageDigest> ComputeAsync(IReplicaHost host, string source, long? length, TimeSpan timeout, Action<double>? progress, CancellationToken cancellationToken,
+        string? runLock = null)
     {
-        var command = new CommandSpec(NbdCloneCopier.Python, "-c", Script, source, (length ?? -1).ToString(CultureInfo.InvariantCulture)) { Timeout = timeout, ThrowOnFailure = false };
+        // Guarded: a checksum of a whole disk outlives a killed controller by hours otherwise.
+        var command = ControllerGuard.Wrap(new CommandSpec(NbdCloneCopier.Python, "-c", Script, source, (length ?? -1).ToString(CultureInfo.InvariantCulture)) { Timeout = timeout, ThrowOnFailure = false }, runLock);
         var result = await host.RunAsync(command.WithOutputLines(line =>
         {
             if (line.StartsWith("progress ", StringComparison.Ordinal) && double.TryParse(line["progress ".Length..], NumberStyles.Float, CultureInfo.InvariantCulture, out var percent))

@@ -218,6 +218,13 @@ public sealed class LibvirtPointInTime : PointInTimeSource
             await WriteFileAsync(checkpointFile, checkpointXml.ToString(), cancellationToken).ConfigureAwait(false);
         }
 
+        if (newCheckpoint is not null && await CheckpointExistsAsync(newCheckpoint, cancellationToken).ConfigureAwait(false))
+        {
+            // Names are chosen past every existing one; one that exists anyway is someone else's and is never touched.
+            throw new ReplicaException("CheckpointExists", ReplicaErrorCategory.ResourceExists,
+                $"{Vm.DisplayName} already has a checkpoint named '{newCheckpoint}'; no backup was started.", Host.Name, newCheckpoint);
+        }
+
         var random = new Random();
         var backupFile = $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-{runId}.backup.xml";
         for (var attempt = 1; ; attempt++)

@@ -14,7 +14,7 @@ public sealed class NbdCloneCopier : ICloneCopier
     public const string Python = NbdCopier.PythonProgram;
 
     public async Task<CopyOutcome> CopyFullAsync(IReplicaHost host, NbdExportAddress source, string target, bool targetIsBlockDevice, int? connections,
-        TimeSpan timeout, Action<double> progress, CancellationToken cancellationToken)
+        TimeSpan timeout, string? runLock, Action<double> progress, CancellationToken cancellationToken)
     {
         var request = new NbdFullCopyRequest
         {
@@ -28,13 +28,13 @@ public sealed class NbdCloneCopier : ICloneCopier
         };
         using (OperationContext.Use(new ProgressRelay(OperationContext.Reporter, progress)))
         {
-            var result = await new NbdCopier(host).CopyAsync(request, cancellationToken).ConfigureAwait(false);
+            var result = await new NbdCopier(host) { RunLock = runLock }.CopyAsync(request, cancellationToken).ConfigureAwait(false);
             return new CopyOutcome(result.BytesCopied, result.Tool);
         }
     }
 
     public async Task<CopyOutcome> CopyDirtyAsync(IReplicaHost host, NbdExportAddress source, string metaContext, string target,
-        TimeSpan timeout, Action<double> progress, CancellationToken cancellationToken)
+        TimeSpan timeout, string? runLock, Action<double> progress, CancellationToken cancellationToken)
     {
         var request = new NbdIncrementalCopyRequest
         {
@@ -46,8 +46,8 @@ public sealed class NbdCloneCopier : ICloneCopier
         };
         using (OperationContext.Use(new ProgressRelay(OperationContext.Reporter, progress)))
         {
-            var result = await new NbdCopier(host).ApplyDirtyExtentsAsync(request, cancellationToken).ConfigureAwait(false);
-            return new CopyOutcome(result.BytesCopied, "python3-libnbd dirty extents", result.Extents ?? 0);
+            var result = await new NbdCopier(host) { RunLock = runLock }.ApplyDirtyExtentsAsync(request, cancellationToken).ConfigureAwait(false);
+            return new CopyOutcome(result.BytesCopied, "python3-libnbd dirty extents", result.Extents ?? 0, result.BytesZeroed);
         }
     }
 

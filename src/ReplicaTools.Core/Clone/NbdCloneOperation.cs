@@ -81,9 +81,11 @@ public sealed class NbdCloneOperation
         var clock = Stopwatch.StartNew();
         Progress("Taking locks", 0);
 
-        // The two hosts are independent: lock and look at both at once.
-        var vmLocking = LockAsync(vm.Host, $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-vm-{CloneNames.VmKey(vm)}.lock", vm.DisplayName, cancellationToken);
-        var destinationLocking = LockAsync(destinationHost, $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-dest-{CloneNames.Hash(Request.Destination)}.lock", $"the destination '{Request.Destination}'", cancellationToken);
+        // The two hosts are independent: lock and look at both at once. The locks name this run, so a second run says who holds them.
+        var runId = CloneNames.NewRunId();
+        var owner = $"Invoke-NbdClone run {runId} (pid {Environment.ProcessId} on {Environment.MachineName}, since {started.ToUniversalTime():yyyy-MM-ddTHH:mm:ssZ}): {vm.DisplayName} -> {destinationHost.Name}:{Request.Destination}";
+        var vmLocking = LockAsync(vm.Host, VmLockPath(vm), owner, vm.DisplayName, cancellationToken);
+        var destinationLocking = LockAsync(destinationHost, DestinationLockPath, owner, $"the destination '{Request.Destination}'", cancellationToken);
         await using var vmLock = await ReleaseOnFailureAsync(vmLocking, destinationLocking).ConfigureAwait(false);
         await using var destinationLock = await destinationLocking.ConfigureAwait(false);
         await using var source = vm.CreatePointInTimeSource(Request.ScratchDirectory);
@@ -128,21 +130,29 @@ public sealed class NbdCloneOperation
             }
         }
 
+        // What the VM has: its checkpoints, and whose chain the destination's metadata names.
+        var existing = source.SupportsCheckpoints ? await source.GetCheckpointsAsync(cancellationToken).ConfigureAwait(false) : Array.Empty<DiskCheckpoint>();
+        var copiedFrom = await ForeignChainAsync(source, destination, sidecar, cancellationToken).ConfigureAwait(false);
+
         // Full or incremental?
         string? incrementalFrom = null;
         string? fallbackReason = null;
         var resume = false;
         if (Request.Incremental)
         {
-            (incrementalFrom, resume, fallbackReason) = await PlanIncrementalAsync(source, destination, destinationStat, sidecar, cancellationToken).ConfigureAwait(false);
+            (incrementalFrom, resume, fallbackReason) = copiedFrom is not null
+                ? (null, false, $"the clone metadata {destination.SidecarPath} names checkpoint chain '{copiedFrom.Chain}', which belongs to the clone {copiedFrom.Destination} (the metadata was copied from it, or the clone was moved); this destination starts a chain of its own")
+                : await PlanIncrementalAsync(source, destination, destinationStat, sidecar, existing, cancellationToken).ConfigureAwait(false);
             if (fallbackReason is not null)
             {
                 OperationContext.Reporter.Warning($"{vm.DisplayName}, disk '{source.Disk.Drive}': an incremental clone is not possible, making a full clone instead: {fallbackReason}.");
             }
         }
 
-        var chain = sidecar?.Chain is { Length: > 0 } known ? known : CloneNames.NewChain();
-        var generation = (sidecar?.Generation ?? 0) + 1;
+        // A new checkpoint never takes the name of one the VM has: a destination restored from an older copy carries an
+        // older generation than the VM's newest of its chain (which the commit below then replaces).
+        var chain = copiedFrom is null && sidecar?.Chain is { Length: > 0 } known ? known : CloneNames.NewChain();
+        var generation = CloneNames.NextGeneration(chain, copiedFrom is null ? sidecar?.Generation ?? 0 : 0, existing.Select(c => c.Name));
         var newCheckpoint = source.SupportsCheckpoints ? CloneNames.Checkpoint(chain, generation) : null;
         if (!source.SupportsCheckpoints)
         {
@@ -150,7 +160,6 @@ public sealed class NbdCloneOperation
         }
 
         var address = await ExportAddressResolver.ResolveAsync(vm.Host, destinationHost, Request.ExportAddress, cancellationToken).ConfigureAwait(false);
-        var runId = CloneNames.NewRunId();
         var run = new RunState(source, destination, sidecar, chain, generation);
         try
         {
@@ -178,9 +187,9 @@ public sealed class NbdCloneOperation
             // Copy, watching the point in time the whole time: if it ends, what was copied is not one instant.
             var copyClock = Stopwatch.StartNew();
             var outcome = await WatchedAsync(source, token => run.Mode == CloneMode.Full
-                    ? Copier.CopyFullAsync(destinationHost, export.Address, target, destination.IsBlockDevice, Request.Connections, Request.CopyTimeout,
+                    ? Copier.CopyFullAsync(destinationHost, export.Address, target, destination.IsBlockDevice, Request.Connections, Request.CopyTimeout, DestinationLockPath,
                         p => Progress($"Copying (full) {export.Address} to {destinationHost.Name}:{target}", 5 + (int)(p * 0.85)), token)
-                    : Copier.CopyDirtyAsync(destinationHost, export.Address, export.DirtyMetaContext!, target, Request.CopyTimeout,
+                    : Copier.CopyDirtyAsync(destinationHost, export.Address, export.DirtyMetaContext!, target, Request.CopyTimeout, DestinationLockPath,
                         p => Progress($"Copying the blocks written since {incrementalFrom} to {destinationHost.Name}:{target}", 5 + (int)(p * 0.85)), token),
                 cancellationToken).ConfigureAwait(false);
             copyClock.Stop();
@@ -221,6 +230,26 @@ public sealed class NbdCloneOperation
                 Mode = run.Mode.ToString(),
             }, cancellationToken).ConfigureAwait(false);
 
+            if (source.NewCheckpoint is not null)
+            {
+                try
+                {
+                    await new CloneChainRecord
+                    {
+                        Chain = chain,
+                        VM = vm.Name,
+                        Drive = source.Disk.Drive,
+                        DestinationHost = Request.DestinationSession.HostName,
+                        DestinationPath = destination.Path,
+                        SidecarPath = destination.SidecarPath,
+                    }.WriteAsync(vm.Host, Request.StateDirectory, cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is ReplicaException or IOException)
+                {
+                    OperationContext.Reporter.Warning($"The clone is complete, but the record of its checkpoint chain could not be written on host '{vm.Host.Name}' ({ex.Message}); Get-DiskCheckpoint cannot tell whether '{source.NewCheckpoint}' is orphaned.");
+                }
+            }
+
             try
             {
                 await source.CommitCheckpointsAsync(chain, cancellationToken).ConfigureAwait(false);
@@ -244,7 +273,8 @@ public sealed class NbdCloneOperation
                 FallbackReason = fallbackReason,
                 BytesTotal = export.Size,
                 BytesCopied = copied,
-                BytesSkipped = Math.Max(0, export.Size - copied),
+                BytesZeroed = outcome.BytesZeroed,
+                BytesSkipped = Math.Max(0, export.Size - copied - outcome.BytesZeroed),
                 Duration = duration,
                 CopyDuration = copyClock.Elapsed,
                 ThroughputMBps = Math.Round(export.Size / 1048576.0 / Math.Max(duration.TotalSeconds, 0.001), 1),
@@ -298,15 +328,21 @@ public sealed class NbdCloneOperation
         return first.Result;
     }
 
-    private static async Task<RemoteLock> LockAsync(IReplicaHost host, string path, string what, CancellationToken cancellationToken)
+    /// <summary>The lock of the VM on its host (one clone of a VM at a time).</summary>
+    private string VmLockPath(VirtualMachine vm) => $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-vm-{CloneNames.VmKey(vm)}.lock";
+
+    /// <summary>The lock of the destination on its host; the copier and the destination's checksum run under it.</summary>
+    private string DestinationLockPath => $"{Request.LockDirectory.TrimEnd('/')}/replicatools-clone-dest-{CloneNames.Hash(Request.Destination)}.lock";
+
+    private static async Task<RemoteLock> LockAsync(IReplicaHost host, string path, string owner, string what, CancellationToken cancellationToken)
     {
         try
         {
-            return await RemoteLock.AcquireAsync(host, path, cancellationToken).ConfigureAwait(false);
+            return await RemoteLock.AcquireAsync(host, path, owner, cancellationToken: cancellationToken).ConfigureAwait(false);
         }
-        catch (LockHeldException)
+        catch (LockHeldException ex)
         {
-            throw new CloneInProgressException(host.Name, what);
+            throw new CloneInProgressException(host.Name, what, ex.Holder);
         }
     }
 
@@ -354,9 +390,27 @@ public sealed class NbdCloneOperation
         VirtualSize = source.VirtualSize,
     };
 
+    /// <summary>
+    /// The chain record of the destination's chain when it names another destination: the sidecar was copied from that
+    /// clone (or the clone was moved). Two destinations on one chain would delete each other's checkpoints.
+    /// </summary>
+    private async Task<CloneChainRecord?> ForeignChainAsync(PointInTimeSource source, CloneDestination destination, CloneSidecar? sidecar, CancellationToken cancellationToken)
+    {
+        if (!source.SupportsCheckpoints || sidecar?.Chain is not { Length: > 0 } chain)
+        {
+            return null;
+        }
+
+        var record = await CloneChainRecord.ReadAsync(source.Host, Request.StateDirectory, chain, cancellationToken).ConfigureAwait(false);
+        return record is not null && (record.DestinationPath != destination.Path
+                                      || !string.Equals(record.DestinationHost, Request.DestinationSession.HostName, StringComparison.OrdinalIgnoreCase))
+            ? record
+            : null;
+    }
+
     /// <summary>(base checkpoint, resume a patched partial, null) when an incremental is sound; otherwise (null, false, why not).</summary>
     private static async Task<(string? Base, bool Resume, string? Reason)> PlanIncrementalAsync(PointInTimeSource source, CloneDestination destination, DestinationStat stat,
-        CloneSidecar? sidecar, CancellationToken cancellationToken)
+        CloneSidecar? sidecar, IReadOnlyList<DiskCheckpoint> existing, CancellationToken cancellationToken)
     {
         if (!source.SupportsCheckpoints)
         {
@@ -376,6 +430,13 @@ public sealed class NbdCloneOperation
         if (!string.Equals(sidecar.Source.Image, source.Disk.Source, StringComparison.Ordinal))
         {
             return (null, false, $"the disk's image changed from '{sidecar.Source.Image}' to '{source.Disk.Source}' since the last clone");
+        }
+
+        // The chain first: a destination restored from an older copy also fails the file check below (a restore makes a
+        // new inode), but the real cause is that the VM moved on past the checkpoint it matches.
+        if ((sidecar.IsComplete ? sidecar.Checkpoint : sidecar.ResumeFrom) is { } recorded && ChainMismatch(destination, recorded, existing) is { } mismatch)
+        {
+            return (null, false, mismatch);
         }
 
         string from;
@@ -418,6 +479,33 @@ public sealed class NbdCloneOperation
 
         var problem = await source.CheckpointProblemAsync(from, sidecar.CheckpointXml, cancellationToken).ConfigureAwait(false);
         return problem is null ? (from, resume, null) : (null, false, problem);
+    }
+
+    /// <summary>
+    /// Why the destination's checkpoint <paramref name="from"/> is not on the VM, told from the VM's checkpoints of the
+    /// destination's chain: the destination was restored from an older copy (the VM has a newer one), or the VM's disk
+    /// was (the VM has only older ones). Null when <paramref name="from"/> exists or the chain tells nothing.
+    /// </summary>
+    internal static string? ChainMismatch(CloneDestination destination, string from, IReadOnlyList<DiskCheckpoint> existing)
+    {
+        if (existing.Any(c => c.Name == from) || !CloneNames.TryParseCheckpoint(from, out var chain, out var generation))
+        {
+            return null;
+        }
+
+        var links = existing.Where(c => c.Chain == chain).OrderBy(c => c.Generation).ToList();
+        if (links.LastOrDefault(l => l.Generation > generation) is { } newer)
+        {
+            return $"'{destination.Path}' matches checkpoint '{from}', older than the VM's newest checkpoint of its chain, '{newer.Name}': the destination and its metadata ({destination.SidecarPath}) " +
+                   $"were restored from an older copy, and '{from}' no longer exists, so only a full clone is correct (it replaces '{newer.Name}')";
+        }
+
+        if (links.LastOrDefault(l => l.Generation < generation) is { } older)
+        {
+            return $"'{destination.Path}' matches checkpoint '{from}', but the VM's newest checkpoint of its chain is the older '{older.Name}': the VM's disk (or its checkpoints) went back to an earlier state";
+        }
+
+        return null;
     }
 
     /// <summary>Decides where the copy writes and records, before anything is written, what a failure would leave.</summary>
@@ -546,7 +634,7 @@ public sealed class NbdCloneOperation
     {
         Progress("Verifying: checksumming the point-in-time source and the destination", 90);
         var sourceSum = WatchedChecksumAsync(source, export, cancellationToken);
-        var destinationSum = ImageChecksum.ComputeAsync(destinationHost, target, export.Size, Request.CopyTimeout, null, cancellationToken);
+        var destinationSum = ImageChecksum.ComputeAsync(destinationHost, target, export.Size, Request.CopyTimeout, null, cancellationToken, DestinationLockPath);
         await Task.WhenAll(sourceSum, destinationSum).ConfigureAwait(false);
         var (a, b) = (sourceSum.Result, destinationSum.Result);
         if (a.Checksum != b.Checksum)
@@ -561,7 +649,8 @@ public sealed class NbdCloneOperation
     }
 
     private Task<ImageDigest> WatchedChecksumAsync(PointInTimeSource source, PointInTimeExport export, CancellationToken cancellationToken) =>
-        ImageChecksum.ComputeAsync(source.Host, export.Address.Uri, null, Request.CopyTimeout, p => Progress("Verifying: checksumming the point-in-time source and the destination", 90 + (int)(p * 0.07)), cancellationToken);
+        ImageChecksum.ComputeAsync(source.Host, export.Address.Uri, null, Request.CopyTimeout, p => Progress("Verifying: checksumming the point-in-time source and the destination", 90 + (int)(p * 0.07)), cancellationToken,
+            VmLockPath(source.Vm));
 
     /// <summary>Releases the point in time, rolls the rotation back and settles the destination; returns what the operator should know.</summary>
     private static async Task<string> CleanUpAfterFailureAsync(RunState run, Exception failure)

@@ -95,10 +95,16 @@ public sealed class NbdCopyResult
     /// <summary>Virtual size of the export in bytes.</summary>
     public long Size { get; init; }
 
-    /// <summary>Bytes read from the export and written (data extents for a full copy, dirty extents for an incremental one).</summary>
+    /// <summary>Bytes read from the export and written as data (data extents for a full copy, dirty extents for an incremental one).</summary>
     public long BytesCopied { get; init; }
 
-    /// <summary>Bytes not transferred: holes and zeros (full copy) or clean extents (incremental).</summary>
+    /// <summary>
+    /// Incremental copies: dirty bytes that read as zero (NBD_STATE_ZERO, or 4 KiB blocks of zeros in what was read) and
+    /// were zeroed on the destination (a punched hole where it can) instead of written as data. 0 for full copies.
+    /// </summary>
+    public long BytesZeroed { get; init; }
+
+    /// <summary>Bytes not written at all: holes and zeros (full copy) or clean extents (incremental). Copied + zeroed + skipped = size.</summary>
     public long BytesSkipped { get; init; }
 
     /// <summary>Number of dirty extents applied (incremental copies only).</summary>
@@ -113,7 +119,7 @@ public sealed class NbdCopyResult
     public double BytesPerSecond => Duration > TimeSpan.Zero ? BytesCopied / Duration.TotalSeconds : 0;
 
     public override string ToString() =>
-        $"{Kind} copy {SourceUri} -> {HostName}:{Destination} with {Tool}: {BytesCopied} B copied, {BytesSkipped} B skipped in {Duration.TotalSeconds:0.00} s";
+        $"{Kind} copy {SourceUri} -> {HostName}:{Destination} with {Tool}: {BytesCopied} B copied, {BytesZeroed} B zeroed, {BytesSkipped} B skipped in {Duration.TotalSeconds:0.00} s";
 }
 
 /// <summary>
@@ -137,6 +143,12 @@ public sealed partial class NbdCopier
 
     /// <summary>The destination host, where the copy runs.</summary>
     public IReplicaHost Host { get; }
+
+    /// <summary>
+    /// The <see cref="RemoteLock"/> (on this host) of the run the copies belong to, or null: each copy runs under the
+    /// <see cref="ControllerGuard"/>, so it ends with its controller, and with this set the lock stays held until it has.
+    /// </summary>
+    public string? RunLock { get; init; }
 
     /// <summary>Test hook: the nbdcopy program to look for (a missing one exercises the qemu-img fallback).</summary>
     internal string NbdCopyProgram { get; set; } = "nbdcopy";
@@ -331,7 +343,7 @@ public sealed partial class NbdCopier
 
         try
         {
-            await Host.RunAsync(command.WithOutputLines(line =>
+            await Host.RunAsync(ControllerGuard.Wrap(command, RunLock).WithOutputLines(line =>
             {
                 var match = PercentLine().Match(line);
                 if (match.Success)
@@ -380,7 +392,7 @@ public sealed partial class NbdCopier
         var command = BuildDirtyExtentCommand(request.SourceUri, context, destination, request.Timeout);
         try
         {
-            await Host.RunAsync(command.WithOutputLines(line =>
+            await Host.RunAsync(ControllerGuard.Wrap(command, RunLock).WithOutputLines(line =>
             {
                 if (line.StartsWith("progress ", StringComparison.Ordinal))
                 {
@@ -430,6 +442,7 @@ public sealed partial class NbdCopier
         var root = document.RootElement;
         var size = root.GetProperty("size").GetInt64();
         var bytes = root.GetProperty("bytes").GetInt64();
+        var zeroed = root.GetProperty("zeroed").GetInt64();
         var resized = root.GetProperty("resized").GetBoolean();
         if (resized)
         {
@@ -445,7 +458,8 @@ public sealed partial class NbdCopier
             Tool = "python3-libnbd",
             Size = size,
             BytesCopied = bytes,
-            BytesSkipped = size - bytes,
+            BytesZeroed = zeroed,
+            BytesSkipped = size - bytes - zeroed,
             Extents = root.GetProperty("extents").GetInt32(),
             DestinationResized = resized,
             Duration = stopwatch.Elapsed,

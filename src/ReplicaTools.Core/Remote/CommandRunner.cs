@@ -15,7 +15,7 @@ internal static class CommandRunner
 
         await using var process = await start().ConfigureAwait(false);
         var stdoutTask = command.OnOutputLine is null ? ReadAllAsync(process.StandardOutput) : ReadLinesAsync(process.StandardOutput, command.OnOutputLine);
-        var stdinTask = FeedAsync(process.StandardInput, command.StandardInput);
+        var stdinTask = FeedAsync(process.StandardInput, command.StandardInput, close: !command.KeepStandardInputOpen);
 
         using var timeout = new CancellationTokenSource(command.Timeout);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
@@ -143,16 +143,21 @@ internal static class CommandRunner
         }
     }
 
-    private static async Task FeedAsync(Stream stdin, byte[]? input)
+    private static async Task FeedAsync(Stream stdin, byte[]? input, bool close)
     {
         try
         {
             if (input is { Length: > 0 })
             {
                 await stdin.WriteAsync(input).ConfigureAwait(false);
+                await stdin.FlushAsync().ConfigureAwait(false);
             }
 
-            stdin.Close();
+            // Kept open, it closes when the process object is disposed, or when this process dies.
+            if (close)
+            {
+                stdin.Close();
+            }
         }
         catch (Exception ex) when (ex is IOException or ObjectDisposedException)
         {

@@ -48,6 +48,12 @@ public sealed class CommandSpec
     public bool ThrowOnFailure { get; init; } = true;
 
     /// <summary>
+    /// Keep the command's standard input open (after <see cref="StandardInput"/>, if any) until it exits, instead of closing
+    /// it at once: its end-of-file then means the controlling process or connection is gone (see <see cref="ControllerGuard"/>).
+    /// </summary>
+    public bool KeepStandardInputOpen { get; init; }
+
+    /// <summary>
     /// Called with each line of standard output while the command runs (split at LF or CR, as progress meters print),
     /// for progress. With a callback set, only the last 256 KiB of output are kept in the result.
     /// </summary>
@@ -60,6 +66,7 @@ public sealed class CommandSpec
         StandardInput = StandardInput,
         SuccessExitCodes = SuccessExitCodes,
         ThrowOnFailure = ThrowOnFailure,
+        KeepStandardInputOpen = KeepStandardInputOpen,
         OnOutputLine = onOutputLine,
     };
 

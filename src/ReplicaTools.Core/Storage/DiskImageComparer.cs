@@ -390,8 +390,9 @@ public static partial class DiskImageComparer
 
                 var spec = new CommandSpec(arguments);
                 OperationContext.Reporter.Verbose($"[{exporter.Name}] {spec.CommandLine}");
-                var process = await exporter.StartAsync(spec, cancellationToken).ConfigureAwait(false);
-                process.StandardInput.Close();
+
+                // Guarded: a --persistent qemu-nbd would serve the image forever after a killed controller.
+                var process = await exporter.StartAsync(ControllerGuard.Wrap(spec), cancellationToken).ConfigureAwait(false);
                 var host = address.Contains(':', StringComparison.Ordinal) ? $"[{address}]" : address;
                 var url = $"nbd://{host}:{port}/{exportName}";
                 bool ready;

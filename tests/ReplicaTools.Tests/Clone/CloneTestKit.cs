@@ -166,7 +166,7 @@ public sealed class ScriptedCopier : ICloneCopier
     public NbdExportAddress? LastExport { get; private set; }
 
     public async Task<CopyOutcome> CopyFullAsync(IReplicaHost host, NbdExportAddress source, string target, bool targetIsBlockDevice, int? connections,
-        TimeSpan timeout, Action<double> progress, CancellationToken cancellationToken)
+        TimeSpan timeout, string? runLock, Action<double> progress, CancellationToken cancellationToken)
     {
         LastExport = source;
         if (BeforeCopy is not null)
@@ -177,16 +177,17 @@ public sealed class ScriptedCopier : ICloneCopier
         Task<CopyOutcome> copy;
         if (RateLimit is null)
         {
-            copy = inner.CopyFullAsync(host, source, target, targetIsBlockDevice, connections, timeout, progress, cancellationToken);
+            copy = inner.CopyFullAsync(host, source, target, targetIsBlockDevice, connections, timeout, runLock, progress, cancellationToken);
         }
         else
         {
             copy = Task.Run(async () =>
             {
-                var command = new CommandSpec("nbdcopy", "--progress=1", "--", "[", "nbdkit", "--exit-with-parent", "--filter=rate", "nbd", $"uri={source.Uri}", $"rate={RateLimit}", "]", target)
+                // Guarded under the run's lock, as the real copier runs.
+                var command = ControllerGuard.Wrap(new CommandSpec("nbdcopy", "--progress=1", "--", "[", "nbdkit", "--exit-with-parent", "--filter=rate", "nbd", $"uri={source.Uri}", $"rate={RateLimit}", "]", target)
                 {
                     Timeout = timeout,
-                };
+                }, runLock);
                 await host.RunAsync(command.WithOutputLines(line =>
                 {
                     var slash = line.IndexOf("/100", StringComparison.Ordinal);
@@ -208,7 +209,7 @@ public sealed class ScriptedCopier : ICloneCopier
     }
 
     public async Task<CopyOutcome> CopyDirtyAsync(IReplicaHost host, NbdExportAddress source, string metaContext, string target, TimeSpan timeout,
-        Action<double> progress, CancellationToken cancellationToken)
+        string? runLock, Action<double> progress, CancellationToken cancellationToken)
     {
         LastExport = source;
         if (BeforeCopy is not null)
@@ -216,7 +217,7 @@ public sealed class ScriptedCopier : ICloneCopier
             await BeforeCopy(source, target);
         }
 
-        var copy = inner.CopyDirtyAsync(host, source, metaContext, target, timeout, progress, cancellationToken);
+        var copy = inner.CopyDirtyAsync(host, source, metaContext, target, timeout, runLock, progress, cancellationToken);
         if (DuringCopy is not null)
         {
             await Task.WhenAll(copy, DuringCopy(source, target));

@@ -23,6 +23,34 @@ public sealed class CloneUnitTests
     }
 
     [Fact]
+    public void NextGeneration_IsPastTheRecordAndEveryExistingCheckpointOfTheChain()
+    {
+        // The field report: the destination was restored to generation 1 while the VM already has generation 2.
+        Assert.Equal(3, CloneNames.NextGeneration("0123abcd", 1, new[] { "rtclone-0123abcd-000002", "rtclone-99999999-000007", "nightly" }));
+        Assert.Equal(2, CloneNames.NextGeneration("0123abcd", 1, new[] { "rtclone-0123abcd-000001" }));
+        Assert.Equal(6, CloneNames.NextGeneration("0123abcd", 5, new[] { "rtclone-0123abcd-000003" })); // the VM went back: the record wins
+        Assert.Equal(1, CloneNames.NextGeneration("0123abcd", 0, Array.Empty<string>()));
+    }
+
+    [Fact]
+    public void ChainMismatch_NamesARestoredDestination_AndARestoredVm()
+    {
+        var destination = new CloneDestination(LocalHost.Instance, "/tmp/x/a.raw");
+        DiskCheckpoint At(long generation) => new(VmTarget.Qmp(ReplicaSession.Local, "/run/vm.qmp")) { Drive = "virtio0", Name = CloneNames.Checkpoint("0123abcd", generation) };
+
+        var restored = NbdCloneOperation.ChainMismatch(destination, CloneNames.Checkpoint("0123abcd", 1), new[] { At(2) });
+        Assert.Contains("matches checkpoint 'rtclone-0123abcd-000001', older than the VM's newest checkpoint of its chain, 'rtclone-0123abcd-000002'", restored);
+        Assert.Contains("restored from an older copy", restored);
+        Assert.Contains("/tmp/x/a.raw.rtclone.json", restored);
+
+        var vmWentBack = NbdCloneOperation.ChainMismatch(destination, CloneNames.Checkpoint("0123abcd", 3), new[] { At(2) });
+        Assert.Contains("the older 'rtclone-0123abcd-000002'", vmWentBack);
+
+        Assert.Null(NbdCloneOperation.ChainMismatch(destination, CloneNames.Checkpoint("0123abcd", 2), new[] { At(2), At(3) })); // it exists: an incremental from it is sound
+        Assert.Null(NbdCloneOperation.ChainMismatch(destination, CloneNames.Checkpoint("0123abcd", 2), Array.Empty<DiskCheckpoint>())); // nothing known: asked elsewhere
+    }
+
+    [Fact]
     public void VmKeys_AreStable_AndDifferPerVm()
     {
         var a = new LibvirtVirtualMachine(ReplicaSession.Local, "vm1");

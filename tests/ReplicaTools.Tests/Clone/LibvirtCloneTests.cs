@@ -153,6 +153,84 @@ public sealed class LibvirtCloneTests : IClassFixture<CloneSshFixture>, IAsyncLi
     }
 
     [Fact]
+    public async Task ADestinationRestoredFromAnOlderCopy_FallsBackToFullNamingTheCause_AndIncrementalsResume()
+    {
+        // Field report (issue 9, case 2) on libvirt: the new checkpoint's name collided with the VM's newest one.
+        StartDomain();
+        var destination = Path.Combine(directory, "a.raw");
+        var saved = Path.Combine(directory, "saved");
+        Directory.CreateDirectory(saved);
+        var first = await CloneAsync(destination, incremental: true);
+        Tool.Run("cp", "--preserve=all", "--", destination, destination + CloneDestination.SidecarSuffix, saved);
+        var w1 = new GuestWrite(0x41, 4 * MiB, MiB);
+        Write(w1);
+        Apply(reference, w1);
+        var newest = await CloneAsync(destination, incremental: true);
+        Assert.Equal(CloneMode.Incremental, newest.Mode);
+
+        foreach (var incremental in new[] { true, false })
+        {
+            foreach (var file in new[] { "a.raw", "a.raw" + CloneDestination.SidecarSuffix })
+            {
+                Tool.Run("cp", "--preserve=all", "--", Path.Combine(saved, file), Path.Combine(directory, file));
+            }
+
+            var run = await CloneAsync(destination, incremental: incremental, verify: true);
+            Assert.Equal(CloneMode.Full, run.Mode);
+            if (incremental)
+            {
+                Assert.Contains($"matches checkpoint '{first.Checkpoint}', older than the VM's newest checkpoint of its chain, '{newest.Checkpoint}'", run.FallbackReason);
+            }
+
+            AssertSameContent(reference, destination, "the full clone after the restore must equal the disk");
+            AssertReleased(new[] { run.Checkpoint! }); // the stale checkpoint was replaced
+
+            var w2 = new GuestWrite(incremental ? (byte)0x62 : (byte)0x63, 50 * MiB, MiB);
+            Write(w2);
+            Apply(reference, w2);
+            newest = await CloneAsync(destination, incremental: true, verify: true);
+            Assert.Equal(CloneMode.Incremental, newest.Mode);
+            Assert.Equal(MiB, newest.BytesCopied);
+            AssertSameContent(reference, destination, "the next incremental must equal the disk");
+        }
+    }
+
+    [Fact]
+    public async Task Incremental_ZeroesTheDirtyExtentsThatReadAsZero_AndAllocatesWhatAFreshFullCloneDoes()
+    {
+        // Field report (issue 9, case 3) through libvirt's pull backup: zeroed blocks are zeroed, never copied as data.
+        StartDomain();
+        var destination = Path.Combine(directory, "zero.raw");
+        var full = await CloneAsync(destination, incremental: true);
+        Assert.Equal(16 * MiB, full.BytesCopied);
+        var zeroing = new (string Command, long Offset, long Length, bool Zero)[]
+        {
+            ("write -z -u", 32 * MiB, 16 * MiB, true),       // never written
+            ("write -z", 20 * MiB, 2 * MiB, true),           // over data
+            ("write -P 0x00", 50 * MiB, MiB, true),          // literal zeros, found by reading
+            ("write -P 0x46", 2 * MiB, 64 * 1024, false),    // one dirty extent: 64 KiB data, then 192 KiB zeros
+            ("write -z", 2 * MiB + 64 * 1024, 192 * 1024, true),
+        };
+        foreach (var (command, offset, length, zero) in zeroing)
+        {
+            Lab.Virsh("qemu-monitor-command", domain, "--hmp", $"qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend \"{command} {offset} {length}\"");
+            Apply(reference, new GuestWrite(zero ? (byte)0 : (byte)0x46, offset, length));
+        }
+
+        var inc = await CloneAsync(destination, incremental: true, verify: true);
+
+        Assert.Equal(CloneMode.Incremental, inc.Mode);
+        Assert.Equal(64 * 1024, inc.BytesCopied);
+        Assert.Equal(16 * MiB + 2 * MiB + MiB + 192 * 1024, inc.BytesZeroed);
+        AssertSameContent(reference, destination, "the incremental clone must equal the disk");
+        var fresh = Path.Combine(directory, "zero-fresh.raw");
+        await CloneAsync(fresh);
+        AssertSameContent(fresh, destination, "an incremental must be byte-identical to a fresh full clone");
+        Assert.Equal(14 * MiB - 192 * 1024, Images.AllocatedBytes(fresh)); // 16 MiB of data, 2 MiB and 192 KiB of it zeroed
+        Assert.Equal(Images.AllocatedBytes(fresh), Images.AllocatedBytes(destination));
+    }
+
+    [Fact]
     public async Task RawDisk_IsClonedFully_AndIncrementalFallsBackSayingWhy()
     {
         StartDomain("raw");
@@ -276,6 +354,7 @@ public sealed class LibvirtCloneTests : IClassFixture<CloneSshFixture>, IAsyncLi
             Verify = verify,
             Repair = repair,
             LockDirectory = directory,
+            StateDirectory = Path.Combine(directory, "state"),
             PortRange = (12900, 13899),
             CopyTimeout = TimeSpan.FromMinutes(5),
         })

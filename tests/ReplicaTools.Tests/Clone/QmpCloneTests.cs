@@ -122,6 +122,63 @@ public sealed class QmpCloneTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Incremental_ZeroesTheDirtyExtentsThatReadAsZero_InsteadOfCopyingThem_AndAllocatesWhatAFreshFullCloneDoes()
+    {
+        // Field report (issue 9, case 3): a 512 MiB qcow2 with 8 MiB of data; the guest zeroes 256 MiB it never wrote,
+        // and the incremental copied 256 MiB of zeros as data into the raw clone.
+        const long big = 512 * MiB;
+        await vm.DisposeAsync();
+        image = Path.Combine(directory, "big.qcow2");
+        reference = Path.Combine(directory, "big-reference.raw");
+        CreateImage(image, "qcow2", big, reference, new[] { new GuestWrite(0x11, 0, 4 * MiB), new GuestWrite(0x22, 450 * MiB, 4 * MiB) });
+        vm = await QemuVm.StartAsync(directory, "clonevm", new LabDisk(Device, image, "qcow2"));
+        var destination = Path.Combine(directory, "big.raw");
+        var full = await CloneAsync(destination, incremental: true);
+        Assert.Equal(8 * MiB, full.BytesCopied);
+        Assert.Equal(8 * MiB, Images.AllocatedBytes(destination));
+
+        // The field report exactly: nothing copied, 256 MiB zeroed, and the clone still allocates 8 MiB.
+        await vm.HmpAsync($"qemu-io -d {Device}/virtio-backend \"write -z -u {128 * MiB} {256 * MiB}\"");
+        var field = await CloneAsync(destination, incremental: true);
+        Assert.Equal(CloneMode.Incremental, field.Mode);
+        Assert.Equal(0, field.BytesCopied);
+        Assert.Equal(256 * MiB, field.BytesZeroed);
+        Assert.Equal(8 * MiB, Images.AllocatedBytes(destination));
+        AssertSameContent(reference, destination, "zeroing a range never written changes nothing the guest reads");
+
+        // The whole kind, in one incremental: zeroes over a range never written (without unmap this time), over data,
+        // literal zeros written as data (found by reading), and one dirty extent that is part data, part zeros.
+        var zeroing = new (string Command, long Offset, long Length, bool Zero)[]
+        {
+            ("write -z", 128 * MiB, 256 * MiB, true),
+            ("write -z", 450 * MiB, 2 * MiB, true),
+            ("write -P 0x00", 400 * MiB, MiB, true),
+            ("write -P 0x33", 1 * MiB, MiB, false),
+            ("write -P 0x44", 10 * MiB, 64 * 1024, false),
+            ("write -z", 10 * MiB + 64 * 1024, 192 * 1024, true),
+        };
+        foreach (var (command, offset, length, zero) in zeroing)
+        {
+            await vm.HmpAsync($"qemu-io -d {Device}/virtio-backend \"{command} {offset} {length}\"");
+            Apply(reference, new GuestWrite(zero ? (byte)0 : byte.Parse(command[^2..], System.Globalization.NumberStyles.HexNumber), offset, length));
+        }
+
+        var inc = await CloneAsync(destination, incremental: true, verify: true);
+
+        Assert.Equal(CloneMode.Incremental, inc.Mode);
+        Assert.True(inc.Verified);
+        Assert.Equal(MiB + 64 * 1024, inc.BytesCopied);
+        Assert.Equal(256 * MiB + 2 * MiB + MiB + 192 * 1024, inc.BytesZeroed);
+        Assert.Equal(big - inc.BytesCopied - inc.BytesZeroed, inc.BytesSkipped);
+        AssertSameContent(reference, destination, "the incremental clone must equal the disk");
+        var fresh = Path.Combine(directory, "big-fresh.raw");
+        await CloneAsync(fresh);
+        AssertSameContent(fresh, destination, "an incremental must be byte-identical to a fresh full clone");
+        Assert.Equal(6 * MiB + 64 * 1024, Images.AllocatedBytes(fresh));
+        Assert.Equal(Images.AllocatedBytes(fresh), Images.AllocatedBytes(destination));
+    }
+
+    [Fact]
     public async Task Incremental_FallsBackToFull_WithAReason_WhenTheDestinationOrTheBitmapCannotBeTrusted()
     {
         var destination = Path.Combine(directory, "fb.raw");
@@ -161,6 +218,119 @@ public sealed class QmpCloneTests : IAsyncLifetime
         Assert.Contains(reporter.Warnings, x => x.Contains("inconsistent", StringComparison.Ordinal));
         AssertSameContent(reference, destination, "the fallback full clone must equal the disk");
         await AssertReleasedAsync(expectCheckpoints: new[] { third.Checkpoint! });
+    }
+
+    [Fact]
+    public async Task ADestinationRestoredFromAnOlderCopy_FallsBackToFullNamingTheCause_ReplacesTheStaleCheckpoint_AndIncrementalsResume()
+    {
+        // Field report (issue 9, case 2): full clone, keep a copy, incremental, put the copy back. Every later run failed
+        // with "Bitmap already exists", for -Incremental, a plain run and -Repair alike.
+        var destination = Path.Combine(directory, "a.raw");
+        var saved = Path.Combine(directory, "saved");
+        Directory.CreateDirectory(saved);
+        var first = await CloneAsync(destination, incremental: true);
+        Tool.Run("cp", "--preserve=all", "--", destination, destination + CloneDestination.SidecarSuffix, saved);
+        var w1 = new GuestWrite(0x41, 4 * MiB, MiB);
+        await WriteAsync(w1);
+        Apply(reference, w1);
+        var newest = await CloneAsync(destination, incremental: true);
+        Assert.Equal(CloneMode.Incremental, newest.Mode);
+
+        var step = 0;
+        foreach (var (incremental, repair) in new[] { (true, false), (false, false), (true, true) })
+        {
+            // The destination comes back from its own backup (a restore makes a new inode; the metadata is the old one).
+            foreach (var file in new[] { "a.raw", "a.raw" + CloneDestination.SidecarSuffix })
+            {
+                Tool.Run("cp", "--preserve=all", "--", Path.Combine(saved, file), Path.Combine(directory, file));
+            }
+
+            var w = new GuestWrite((byte)(0x50 + step), (10 + 4 * step++) * MiB, MiB);
+            await WriteAsync(w);
+            Apply(reference, w);
+            var reporter = new RecordingReporter();
+            var run = await CloneAsync(destination, incremental: incremental, repair: repair, reporter: reporter, verify: true);
+
+            Assert.Equal(CloneMode.Full, run.Mode);
+            if (incremental)
+            {
+                Assert.Contains($"matches checkpoint '{first.Checkpoint}', older than the VM's newest checkpoint of its chain, '{newest.Checkpoint}'", run.FallbackReason);
+                Assert.Contains(reporter.Warnings, x => x.Contains("restored from an older copy", StringComparison.Ordinal));
+            }
+
+            Assert.Equal(first.Checkpoint!.Split('-')[1], run.Checkpoint!.Split('-')[1]); // the same chain, a name past every existing one
+            AssertSameContent(reference, destination, "the full clone after the restore must equal the disk");
+            await AssertReleasedAsync(expectCheckpoints: new[] { run.Checkpoint! }); // the stale checkpoint was replaced
+
+            var w2 = new GuestWrite((byte)(0x60 + step), 50 * MiB, MiB);
+            await WriteAsync(w2);
+            Apply(reference, w2);
+            newest = await CloneAsync(destination, incremental: true, verify: true);
+            Assert.Equal(CloneMode.Incremental, newest.Mode);
+            Assert.Equal(MiB, newest.BytesCopied);
+            AssertSameContent(reference, destination, "the next incremental must equal the disk");
+        }
+    }
+
+    [Fact]
+    public async Task AClonesMetadataCopiedToAnotherDestination_StartsAChainOfItsOwn_AndTheOriginalStaysIncremental()
+    {
+        var a = Path.Combine(directory, "orig.raw");
+        var b = Path.Combine(directory, "copy.raw");
+        var first = await CloneAsync(a, incremental: true);
+        File.Copy(a, b);
+        File.Copy(a + CloneDestination.SidecarSuffix, b + CloneDestination.SidecarSuffix);
+
+        var copied = await CloneAsync(b, incremental: true);
+        Assert.Equal(CloneMode.Full, copied.Mode);
+        Assert.Contains($"belongs to the clone {fixture.Lab[1].Address}:{a}", copied.FallbackReason);
+        Assert.NotEqual(first.Checkpoint!.Split('-')[1], copied.Checkpoint!.Split('-')[1]);
+
+        var w = new GuestWrite(0x42, 6 * MiB, MiB);
+        await WriteAsync(w);
+        var again = await CloneAsync(a, incremental: true);
+        Assert.Equal(CloneMode.Incremental, again.Mode);
+        Assert.Equal(MiB, again.BytesCopied);
+        await AssertReleasedAsync(expectCheckpoints: new[] { again.Checkpoint!, copied.Checkpoint! });
+    }
+
+    [Fact]
+    public async Task ACheckpointWhoseDestinationIsGone_IsListedAsOrphaned_WithHowToRemoveIt()
+    {
+        var destination = Path.Combine(directory, "gone.raw");
+        var destinationSession = Remote(1);
+        var clone = await CloneAsync(destination, destinationSession: destinationSession);
+        var qmpVm = new QmpVirtualMachine(ReplicaSession.Local, vm.SocketPath);
+        var state = Path.Combine(directory, "state");
+
+        var listed = Assert.Single(await DiskCheckpointManager.ListAsync(qmpVm, Device, CancellationToken.None, state));
+        Assert.Equal(clone.Checkpoint, listed.Name);
+        Assert.Equal($"{fixture.Lab[1].Address}:{destination}", listed.Destination);
+        Assert.False(listed.Orphaned);
+        Assert.True(listed.Usable);
+
+        File.Delete(destination);
+        File.Delete(destination + CloneDestination.SidecarSuffix);
+        var reporter = new RecordingReporter();
+        DiskCheckpoint orphan;
+        using (OperationContext.Use(reporter))
+        {
+            orphan = Assert.Single(await DiskCheckpointManager.ListAsync(qmpVm, Device, CancellationToken.None, state));
+        }
+
+        Assert.True(orphan.Orphaned);
+        Assert.Contains($"{fixture.Lab[1].Address}:{destination} no longer exists", orphan.Problem);
+        Assert.Contains($"Remove-DiskCheckpoint -QmpSocket '{vm.SocketPath}' -Drive '{Device}' -Name '{clone.Checkpoint}'", orphan.Problem);
+        Assert.Contains(reporter.Warnings, w => w.Contains(clone.Checkpoint!, StringComparison.Ordinal) && w.Contains("orphaned", StringComparison.Ordinal));
+
+        // Without a session that reaches the destination host, nobody can tell.
+        await ReplicaSessionRegistry.RemoveAsync(destinationSession);
+        sessions.Remove(destinationSession);
+        Assert.Null(Assert.Single(await DiskCheckpointManager.ListAsync(qmpVm, Device, CancellationToken.None, state)).Orphaned);
+
+        await DiskCheckpointManager.RemoveAsync(qmpVm, Device, clone.Checkpoint!, CancellationToken.None, state);
+        Assert.Empty(await DiskCheckpointManager.ListAsync(qmpVm, Device, CancellationToken.None, state));
+        Assert.False(File.Exists(CloneChainRecord.PathOf(state, clone.Checkpoint!.Split('-')[1])), "the chain's record goes with its last checkpoint");
     }
 
     public static IEnumerable<object[]> Interruptions => new[] { new object[] { "export" }, new object[] { "copier" }, new object[] { "ssh" } };
@@ -383,6 +553,8 @@ public sealed class QmpCloneTests : IAsyncLifetime
 
         var busy = await Assert.ThrowsAsync<CloneInProgressException>(() => CloneAsync(Path.Combine(directory, "b.raw")));
         Assert.Contains(vm.SocketPath, busy.Message);
+        Assert.Matches($"Invoke-NbdClone run r[0-9a-f]{{7}} \\(pid {Environment.ProcessId} on ", busy.Holder); // names the run that holds it
+        Assert.Contains(busy.Holder!, busy.Message);
         release.SetResult();
         Assert.Equal(CloneMode.Full, (await first).Mode);
     }
@@ -408,6 +580,7 @@ public sealed class QmpCloneTests : IAsyncLifetime
             Repair = repair,
             ScratchDirectory = Scratch,
             LockDirectory = directory,
+            StateDirectory = Path.Combine(directory, "state"),
             PortRange = (11900, 12899),
             CopyTimeout = TimeSpan.FromMinutes(5),
         })
