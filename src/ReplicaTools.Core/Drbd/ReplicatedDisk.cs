@@ -126,8 +126,8 @@ public sealed class ReplicatedDisk
     /// <summary>The most out-of-sync data either node reports, in bytes.</summary>
     public long? OutOfSyncBytes => Hosts.Where(h => h.OutOfSyncBytes is not null).Select(h => h.OutOfSyncBytes).Max();
 
-    /// <summary>Both nodes UpToDate and connected: every write reaches both disks.</summary>
-    public bool InSync => Hosts.Count == 2 && Hosts.All(h => h.DiskState == "UpToDate" && h.ConnectionState == "Connected");
+    /// <summary>Both nodes UpToDate, connected, no resync running (replication Established): every write reaches both disks.</summary>
+    public bool InSync => Hosts.Count == 2 && Hosts.All(h => h.DiskState == "UpToDate" && h.ConnectionState == "Connected" && h.ReplicationState == "Established");
 
     /// <summary>The resource file on the nodes (e.g. /etc/drbd.d/r0.res).</summary>
     public string? ConfigFile { get; init; }

@@ -67,7 +67,7 @@ public sealed class ReplicatedDiskNbdTests : DrbdLabTest
         Assert.All(disk.Hosts, h => Assert.Equal(("UpToDate", "Connected", "Established"), (h.DiskState, h.ConnectionState, h.ReplicationState)));
         var percents = progress.Progress.Where(p => !p.Completed).Select(p => p.PercentComplete).ToArray();
         Assert.True(percents.Length >= 1 && percents.SequenceEqual(percents.Order()), $"progress {string.Join(",", percents)}");
-        Assert.Contains(progress.Progress, p => p.Status.Contains("SyncTarget", StringComparison.Ordinal));
+        Assert.Contains(progress.Progress, p => p.Status.Contains("SyncSource", StringComparison.Ordinal) || p.Status.Contains("SyncTarget", StringComparison.Ordinal));
 
         // A KVM host reads the image's data through the export, exactly, and writes land on the device.
         var copy = Path.Combine(Lab.Root, "read-back.raw");
