@@ -55,7 +55,7 @@ public sealed class LibvirtPointInTime : PointInTimeSource
                 };
             }
 
-            findings.Add(new StaleFinding("backup job", export, "a pull-mode backup whose point in time was never released"));
+            findings.Add(new StaleFinding(StaleStateKind.BackupJob, export, "a pull-mode backup whose point in time was never released"));
         }
 
         if (chain is not null && SupportsCheckpoints)
@@ -63,13 +63,13 @@ public sealed class LibvirtPointInTime : PointInTimeSource
             var links = Chain(await GetCheckpointsAsync(cancellationToken).ConfigureAwait(false), chain);
             if (links.Count > 1)
             {
-                findings.Add(new StaleFinding("checkpoint rotation", string.Join(", ", links.Select(l => l.Name)), "more than one checkpoint of this destination's chain: the last run did not finish"));
+                findings.Add(new StaleFinding(StaleStateKind.CheckpointRotation, string.Join(", ", links.Select(l => l.Name)), "more than one checkpoint of this destination's chain: the last run did not finish"));
             }
         }
 
         foreach (var file in await FindScratchFilesAsync(cancellationToken).ConfigureAwait(false))
         {
-            findings.Add(new StaleFinding("scratch file", file, $"on host '{Host.Name}'"));
+            findings.Add(new StaleFinding(StaleStateKind.ScratchFile, file, $"on host '{Host.Name}'"));
         }
 
         return findings;
@@ -78,7 +78,7 @@ public sealed class LibvirtPointInTime : PointInTimeSource
     public override async Task RepairAsync(IReadOnlyList<StaleFinding> findings, string? chain, string? keep, CancellationToken cancellationToken)
     {
         var report = OperationContext.Reporter;
-        if (findings.Any(f => f.Kind == "backup job"))
+        if (findings.Any(f => f.Type == StaleStateKind.BackupJob))
         {
             // Ending a pull backup only drops the export and the scratch file: the guest always wrote to its disk.
             report.Warning($"Repair: ending the stale backup job on {Vm.DisplayName} (virsh domjobabort; no guest write is lost).");
@@ -96,7 +96,7 @@ public sealed class LibvirtPointInTime : PointInTimeSource
             }
         }
 
-        var scratch = findings.Where(f => f.Kind == "scratch file").Select(f => f.Name).ToList();
+        var scratch = findings.Where(f => f.Type == StaleStateKind.ScratchFile).Select(f => f.Name).ToList();
         if (scratch.Count > 0)
         {
             report.Warning($"Repair: deleting leftover files on host '{Host.Name}': {string.Join(", ", scratch)}.");
@@ -200,12 +200,13 @@ public sealed class LibvirtPointInTime : PointInTimeSource
             : $"the checkpoint '{checkpoint}': {described.Problem}";
     }
 
-    public override async Task<PointInTimeExport> StartAsync(string runId, string? newCheckpoint, string? incrementalFrom, string address, (int First, int Last) ports, CancellationToken cancellationToken)
+    public override async Task<PointInTimeExport> StartAsync(PointInTimeRequest request, CancellationToken cancellationToken)
     {
+        var (runId, newCheckpoint, incrementalFrom, address, ports) = (request.RunId, request.NewCheckpoint, request.IncrementalFrom, request.Address, request.Ports);
         this.runId = runId;
         scratchFile = CloneNames.ScratchFile(ScratchDirectory, VmKey, runId);
         var disks = LibvirtVirtualMachine.ParseDisks(await domain.GetXmlAsync(cancellationToken).ConfigureAwait(false));
-        var checkpointFile = $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-{runId}.checkpoint.xml";
+        var checkpointFile = DefinitionFile(runId, "checkpoint");
         if (newCheckpoint is not null)
         {
             var checkpointXml = new StringBuilder($"<domaincheckpoint><name>{SecurityElement.Escape(newCheckpoint)}</name><disks>");
@@ -226,7 +227,7 @@ public sealed class LibvirtPointInTime : PointInTimeSource
         }
 
         var random = new Random();
-        var backupFile = $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-{runId}.backup.xml";
+        var backupFile = DefinitionFile(runId, "backup");
         for (var attempt = 1; ; attempt++)
         {
             var port = PickPort(random, ports);
@@ -415,19 +416,18 @@ public sealed class LibvirtPointInTime : PointInTimeSource
 
     public override IReadOnlyList<PlannedCommand> PlanStart(string? drive, string address, bool incremental, bool createsCheckpoint)
     {
-        var files = $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-RUN";
         var steps = new List<PlannedCommand>();
         if (createsCheckpoint)
         {
-            steps.Add(new(Host.Name, WriteFileCommand(files + ".checkpoint.xml", string.Empty), $"write the definition of the new checkpoint CHECKPOINT (a bitmap on disk {PlannedDrive(drive)})"));
+            steps.Add(new(Host.Name, WriteFileCommand(DefinitionFile("RUN", "checkpoint"), string.Empty), $"write the definition of the new checkpoint CHECKPOINT (a bitmap on disk {PlannedDrive(drive)})"));
         }
 
-        steps.Add(new(Host.Name, WriteFileCommand(files + ".backup.xml", string.Empty),
+        steps.Add(new(Host.Name, WriteFileCommand(DefinitionFile("RUN", "backup"), string.Empty),
             $"write the pull-mode backup definition: disk {PlannedDrive(drive)}{(incremental ? ", incremental from BASE" : string.Empty)}, NBD on {address}:PORT, scratch file {CloneNames.ScratchFile(ScratchDirectory, VmKey, "RUN")}"));
-        var begin = new List<string> { "backup-begin", "--", domain.DomainName, files + ".backup.xml" };
+        var begin = new List<string> { "backup-begin", "--", domain.DomainName, DefinitionFile("RUN", "backup") };
         if (createsCheckpoint)
         {
-            begin.Add(files + ".checkpoint.xml");
+            begin.Add(DefinitionFile("RUN", "checkpoint"));
         }
 
         steps.Add(new(Host.Name, domain.Virsh(begin, TimeSpan.FromMinutes(2)), "freeze the point in time and export it read-only over NBD"));
@@ -437,14 +437,16 @@ public sealed class LibvirtPointInTime : PointInTimeSource
     public override IReadOnlyList<PlannedCommand> PlanStop() => new PlannedCommand[]
     {
         new(Host.Name, domain.Virsh("domjobabort", "--", domain.DomainName), "end the backup job (libvirt deletes the scratch file)"),
-        new(Host.Name, new CommandSpec("rm", "-f", "--", $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-RUN.backup.xml", $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-RUN.checkpoint.xml"), "delete the definitions"),
+        new(Host.Name, new CommandSpec("rm", "-f", "--", DefinitionFile("RUN", "backup"), DefinitionFile("RUN", "checkpoint")), "delete the definitions"),
     };
 
     public override PlannedCommand PlanRemoveCheckpoint(string? drive, string name) =>
         new(Host.Name, domain.Virsh("checkpoint-delete", "--", domain.DomainName, name), $"delete the checkpoint (and its bitmaps)");
 
-    private static CommandSpec WriteFileCommand(string path, string content) =>
-        new("sh", "-c", "cat > \"$1\"", "rt", path) { StandardInput = Encoding.UTF8.GetBytes(content), Timeout = TimeSpan.FromMinutes(1) };
+    /// <summary>A run's backup or checkpoint definition in the scratch directory (found again, when stale, by the scratch glob).</summary>
+    private string DefinitionFile(string runId, string kind) => $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-{runId}.{kind}.xml";
+
+    private static CommandSpec WriteFileCommand(string path, string content) => HostFiles.WriteAtomically(path, Encoding.UTF8.GetBytes(content));
 
     private static CommandSpec Lenient(CommandSpec spec) => new(spec.Arguments) { Timeout = spec.Timeout, ThrowOnFailure = false };
 
