@@ -200,71 +200,62 @@ public sealed class LibvirtPointInTime : PointInTimeSource
             : $"the checkpoint '{checkpoint}': {described.Problem}";
     }
 
+    /// <summary>
+    /// The point in time in three steps: the new checkpoint's definition, the pull-mode backup (virsh backup-begin, retried
+    /// on another port while ports are taken), and the port libvirt's NBD server listens on.
+    /// </summary>
     public override async Task<PointInTimeExport> StartAsync(PointInTimeRequest request, CancellationToken cancellationToken)
     {
-        var (runId, newCheckpoint, incrementalFrom, address, ports) = (request.RunId, request.NewCheckpoint, request.IncrementalFrom, request.Address, request.Ports);
-        this.runId = runId;
+        runId = request.RunId;
         scratchFile = CloneNames.ScratchFile(ScratchDirectory, VmKey, runId);
         var disks = LibvirtVirtualMachine.ParseDisks(await domain.GetXmlAsync(cancellationToken).ConfigureAwait(false));
-        var checkpointFile = DefinitionFile(runId, "checkpoint");
+        if (request.NewCheckpoint is not null)
+        {
+            await WriteFileAsync(DefinitionFile(runId, "checkpoint"), CheckpointXml(request.NewCheckpoint, disks), cancellationToken).ConfigureAwait(false);
+            if (await CheckpointExistsAsync(request.NewCheckpoint, cancellationToken).ConfigureAwait(false))
+            {
+                // Names are chosen past every existing one; one that exists anyway is someone else's and is never touched.
+                throw new ReplicaException("CheckpointExists", ReplicaErrorCategory.ResourceExists,
+                    $"{Vm.DisplayName} already has a checkpoint named '{request.NewCheckpoint}'; no backup was started.", Host.Name, request.NewCheckpoint);
+            }
+        }
+
+        await BeginBackupAsync(request, disks, cancellationToken).ConfigureAwait(false);
+
+        // Seen once: a backup that ended by itself right after it began. Trust it only once libvirt lists it as running.
+        if (await CheckAliveAsync(cancellationToken).ConfigureAwait(false) is { } problem)
+        {
+            throw new CloneFailedException($"{Vm.DisplayName}: the backup job ended right after virsh backup-begin: {problem}.", Host.Name, Vm.Name);
+        }
+
+        var port = await ExportPortAsync(cancellationToken).ConfigureAwait(false);
+        OperationContext.Reporter.Verbose($"[{Host.Name}] point in time of {Vm.DisplayName} disk '{Disk.Drive}' exported as nbd://{request.Address}:{port}/{CloneNames.Export(runId)}");
+        return new PointInTimeExport(new NbdExportAddress(request.Address, port, CloneNames.Export(runId)),
+            request.IncrementalFrom is null ? null : "qemu:dirty-bitmap:" + CloneNames.ExportBitmap(runId), VirtualSize);
+    }
+
+    /// <summary>virsh backup-begin on a port picked at random from the range; a taken port is retried, other refusals say what to do.</summary>
+    private async Task BeginBackupAsync(PointInTimeRequest request, IReadOnlyList<VmDisk> disks, CancellationToken cancellationToken)
+    {
+        var (newCheckpoint, incrementalFrom, address) = (request.NewCheckpoint, request.IncrementalFrom, request.Address);
+        var random = new Random();
+        var backupFile = DefinitionFile(runId!, "backup");
+        var arguments = new List<string> { "backup-begin", "--", domain.DomainName, backupFile };
         if (newCheckpoint is not null)
         {
-            var checkpointXml = new StringBuilder($"<domaincheckpoint><name>{SecurityElement.Escape(newCheckpoint)}</name><disks>");
-            foreach (var disk in disks)
-            {
-                checkpointXml.Append($"<disk name='{SecurityElement.Escape(disk.Drive)}' checkpoint='{(disk.Drive == Disk.Drive ? "bitmap" : "no")}'/>");
-            }
-
-            checkpointXml.Append("</disks></domaincheckpoint>");
-            await WriteFileAsync(checkpointFile, checkpointXml.ToString(), cancellationToken).ConfigureAwait(false);
+            arguments.Add(DefinitionFile(runId!, "checkpoint"));
         }
 
-        if (newCheckpoint is not null && await CheckpointExistsAsync(newCheckpoint, cancellationToken).ConfigureAwait(false))
-        {
-            // Names are chosen past every existing one; one that exists anyway is someone else's and is never touched.
-            throw new ReplicaException("CheckpointExists", ReplicaErrorCategory.ResourceExists,
-                $"{Vm.DisplayName} already has a checkpoint named '{newCheckpoint}'; no backup was started.", Host.Name, newCheckpoint);
-        }
-
-        var random = new Random();
-        var backupFile = DefinitionFile(runId, "backup");
         for (var attempt = 1; ; attempt++)
         {
-            var port = PickPort(random, ports);
-            var backupXml = new StringBuilder("<domainbackup mode='pull'>");
-            if (incrementalFrom is not null)
-            {
-                backupXml.Append($"<incremental>{SecurityElement.Escape(incrementalFrom)}</incremental>");
-            }
-
-            backupXml.Append($"<server transport='tcp' name='{SecurityElement.Escape(address)}' port='{port}'/><disks>");
-            foreach (var disk in disks)
-            {
-                if (disk.Drive == Disk.Drive)
-                {
-                    backupXml.Append($"<disk name='{SecurityElement.Escape(disk.Drive)}' backup='yes' type='file' exportname='{CloneNames.Export(runId)}' exportbitmap='{CloneNames.ExportBitmap(runId)}'>");
-                    backupXml.Append($"<scratch file='{SecurityElement.Escape(scratchFile)}'/></disk>");
-                }
-                else
-                {
-                    backupXml.Append($"<disk name='{SecurityElement.Escape(disk.Drive)}' backup='no'/>");
-                }
-            }
-
-            backupXml.Append("</disks></domainbackup>");
-            await WriteFileAsync(backupFile, backupXml.ToString(), cancellationToken).ConfigureAwait(false);
-            var arguments = new List<string> { "backup-begin", "--", domain.DomainName, backupFile };
-            if (newCheckpoint is not null)
-            {
-                arguments.Add(checkpointFile);
-            }
-
+            var port = PickPort(random, request.Ports);
+            await WriteFileAsync(backupFile, BackupXml(runId!, incrementalFrom, address, port, disks), cancellationToken).ConfigureAwait(false);
             var begin = await Host.RunAsync(Lenient(domain.Virsh(arguments, TimeSpan.FromMinutes(2))), cancellationToken).ConfigureAwait(false);
             if (begin.ExitCode == 0)
             {
                 jobStarted = true;
                 NewCheckpoint = newCheckpoint;
-                break;
+                return;
             }
 
             var error = CommandFailedException.StderrTail(begin.StandardError);
@@ -292,19 +283,46 @@ public sealed class LibvirtPointInTime : PointInTimeSource
 
             throw new CommandFailedException(begin);
         }
+    }
 
-        // Seen once: a backup that ended by itself right after it began. Trust it only once libvirt lists it as running.
-        if (await CheckAliveAsync(cancellationToken).ConfigureAwait(false) is { } problem)
-        {
-            throw new CloneFailedException($"{Vm.DisplayName}: the backup job ended right after virsh backup-begin: {problem}.", Host.Name, Vm.Name);
-        }
-
+    /// <summary>The port the running backup's NBD server listens on (virsh backup-dumpxml).</summary>
+    private async Task<int> ExportPortAsync(CancellationToken cancellationToken)
+    {
         var dump = await Host.RunAsync(domain.Virsh(new[] { "backup-dumpxml", "--", domain.DomainName }, TimeSpan.FromMinutes(1)), cancellationToken).ConfigureAwait(false);
         var server = XDocument.Parse(dump.StandardOutput).Root!.Element("server")!;
-        var actualPort = int.Parse((string)server.Attribute("port")!, CultureInfo.InvariantCulture);
-        OperationContext.Reporter.Verbose($"[{Host.Name}] point in time of {Vm.DisplayName} disk '{Disk.Drive}' exported as nbd://{address}:{actualPort}/{CloneNames.Export(runId)}");
-        return new PointInTimeExport(new NbdExportAddress(address, actualPort, CloneNames.Export(runId)),
-            incrementalFrom is null ? null : "qemu:dirty-bitmap:" + CloneNames.ExportBitmap(runId), VirtualSize);
+        return int.Parse((string)server.Attribute("port")!, CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>libvirt's domaincheckpoint: a bitmap on the cloned disk only.</summary>
+    private string CheckpointXml(string name, IReadOnlyList<VmDisk> disks)
+    {
+        var xml = new StringBuilder($"<domaincheckpoint><name>{SecurityElement.Escape(name)}</name><disks>");
+        foreach (var disk in disks)
+        {
+            xml.Append($"<disk name='{SecurityElement.Escape(disk.Drive)}' checkpoint='{(disk.Drive == Disk.Drive ? "bitmap" : "no")}'/>");
+        }
+
+        return xml.Append("</disks></domaincheckpoint>").ToString();
+    }
+
+    /// <summary>libvirt's domainbackup, pull mode: NBD on ADDRESS:PORT, the cloned disk exported (with its dirty bitmap for an incremental) over a scratch file.</summary>
+    private string BackupXml(string run, string? incrementalFrom, string address, int port, IReadOnlyList<VmDisk> disks)
+    {
+        var xml = new StringBuilder("<domainbackup mode='pull'>");
+        if (incrementalFrom is not null)
+        {
+            xml.Append($"<incremental>{SecurityElement.Escape(incrementalFrom)}</incremental>");
+        }
+
+        xml.Append($"<server transport='tcp' name='{SecurityElement.Escape(address)}' port='{port}'/><disks>");
+        foreach (var disk in disks)
+        {
+            xml.Append(disk.Drive == Disk.Drive
+                ? $"<disk name='{SecurityElement.Escape(disk.Drive)}' backup='yes' type='file' exportname='{CloneNames.Export(run)}' exportbitmap='{CloneNames.ExportBitmap(run)}'><scratch file='{SecurityElement.Escape(scratchFile!)}'/></disk>"
+                : $"<disk name='{SecurityElement.Escape(disk.Drive)}' backup='no'/>");
+        }
+
+        return xml.Append("</disks></domainbackup>").ToString();
     }
 
     public override async Task<string?> CheckAliveAsync(CancellationToken cancellationToken)
