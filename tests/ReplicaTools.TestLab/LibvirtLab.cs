@@ -77,12 +77,15 @@ public sealed class LibvirtLab : IAsyncDisposable
 
     public string UniqueName(string stem) => $"rt-{stem}-{Guid.NewGuid().ToString("N")[..6]}";
 
+    /// <summary>Domains created from now on get ACPI, which PCI hot-plug (virsh attach-device --live of a virtio disk) needs on the pc machine.</summary>
+    public bool PciHotplug { get; set; }
+
     /// <summary>Creates a paused domain with virtio disks vda, vdb, ... (persistent when asked; else transient).</summary>
     public string CreateDomain(string name, bool persistent, params (string Path, string Format)[] disks)
     {
         var xml = new StringBuilder();
         xml.Append($"<domain type='qemu'><name>{SecurityElement.Escape(name)}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>");
-        xml.Append("<os><type arch='x86_64' machine='pc'>hvm</type></os><devices><emulator>/usr/bin/qemu-system-x86_64</emulator>");
+        xml.Append($"<os><type arch='x86_64' machine='pc'>hvm</type></os>{(PciHotplug ? "<features><acpi/></features>" : string.Empty)}<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>");
         for (var i = 0; i < disks.Length; i++)
         {
             xml.Append($"<disk type='file' device='disk'><driver name='qemu' type='{disks[i].Format}'/><source file='{SecurityElement.Escape(disks[i].Path)}'/>");

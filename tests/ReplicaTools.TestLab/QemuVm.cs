@@ -28,6 +28,9 @@ public sealed class QemuVm : IAsyncDisposable
     /// under test can hold <see cref="SocketPath"/> (QEMU serves one client per monitor) while the test acts.</summary>
     public string TestSocketPath => Path.Combine(Directory, Name + ".test.qmp");
 
+    /// <summary>A third QMP monitor that nothing else uses: for a listener that holds its monitor for good (the quorum event recorder).</summary>
+    public string EventSocketPath => Path.Combine(Directory, Name + ".events.qmp");
+
     /// <summary>The monitor the test uses: the test monitor when QEMU has one (not a QEMU started elsewhere and attached).</summary>
     private string TestMonitor => File.Exists(TestSocketPath) ? TestSocketPath : SocketPath;
 
@@ -47,6 +50,7 @@ public sealed class QemuVm : IAsyncDisposable
         {
             "-name", name, "-machine", "pc,accel=tcg", "-S", "-m", "16", "-nodefaults", "-display", "none",
             "-qmp", $"unix:{vm.SocketPath},server=on,wait=off", "-qmp", $"unix:{vm.TestSocketPath},server=on,wait=off",
+            "-qmp", $"unix:{vm.EventSocketPath},server=on,wait=off",
             "-daemonize", "-pidfile", vm.PidFile,
         };
         foreach (var disk in disks)

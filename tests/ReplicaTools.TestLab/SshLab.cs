@@ -230,6 +230,9 @@ public sealed class SshLab : IAsyncDisposable
 
     private readonly List<Process> extraDaemons = new();
 
+    /// <summary>Adds an extra daemon's host key to the lab's known_hosts, so sessions to it connect without -AcceptNewHostKey.</summary>
+    public void Trust(LabHost host) => File.AppendAllLines(KnownHostsPath, new[] { host.KnownHostsLine });
+
     /// <summary>
     /// Starts an sshd that accepts the lab user's <paramref name="password"/> (and no keys): by password authentication,
     /// or with <paramref name="keyboardInteractive"/> only by keyboard-interactive authentication (through PAM). The

@@ -65,7 +65,7 @@ public sealed class ThroughputLab : IAsyncDisposable
                 var label = server == NbdServerKind.NbdServer ? "nbd-server" : "qemu-nbd";
                 var image = throughput.NewImage($"{label}.raw");
                 // nbd-server 3.24 counts maxconnections over the export's lifetime, not concurrently: allow the most.
-                var export = await throughput.Exports.NewAsync(new NbdExportRequest { Name = label, Path = image, Server = server, ListenAddress = lab[1].Address, MaxConnections = 1024 });
+                var export = await throughput.Exports.NewAsync(new NbdExportRequest { Name = label, Path = image, Server = server, ListenAddress = lab[1].Address, MaxConnections = server == NbdServerKind.QemuNbd ? 1024 : null });
                 throughput.exports.Add(export);
                 targets.Add(new ThroughputLabTarget(label, new ThroughputTargetSpec(export.Uri) { Server = label }, image));
             }

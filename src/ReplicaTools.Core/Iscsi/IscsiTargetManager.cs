@@ -50,11 +50,16 @@ public sealed class IscsiTargetManager
     /// Works out how <paramref name="request"/> will be set up: validates it, checks the backing store and that neither
     /// the IQN nor the backing store is taken, picks tgtd's next target id. Runs only read-only commands.
     /// </summary>
-    public async Task<IscsiTargetPlan> PlanAsync(IscsiTargetRequest request, CancellationToken cancellationToken = default)
+    public Task<IscsiTargetPlan> PlanAsync(IscsiTargetRequest request, CancellationToken cancellationToken = default) => PlanAsync(request, resolveBackingStore: true, cancellationToken);
+
+    /// <param name="resolveBackingStore">
+    /// False for a device that appears only later (a DRBD device before its resource is up): the path is taken as given.
+    /// </param>
+    internal async Task<IscsiTargetPlan> PlanAsync(IscsiTargetRequest request, bool resolveBackingStore, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
         request.Validate(Host.Name);
-        var backingStore = await ResolveBackingStoreAsync(request.BackingStore, cancellationToken).ConfigureAwait(false);
+        var backingStore = resolveBackingStore ? await ResolveBackingStoreAsync(request.BackingStore, cancellationToken).ConfigureAwait(false) : request.BackingStore;
         var live = request.Start ? await GetLiveAsync(cancellationToken).ConfigureAwait(false) : null;
         var existing = await ListAsync(warn: false, cancellationToken).ConfigureAwait(false);
         if (existing.FirstOrDefault(t => t.Iqn == request.Iqn) is { } taken)
@@ -244,6 +249,9 @@ public sealed class IscsiTargetManager
         return IscsiUri.Build(address, port, iqn, lun);
     }
 
+    /// <summary>Like <see cref="ListAsync(CancellationToken)"/>, but says nothing when tgtd is not running (a standby host may not run it).</summary>
+    internal Task<IReadOnlyList<IscsiTarget>> ListQuietlyAsync(CancellationToken cancellationToken) => ListAsync(warn: false, cancellationToken);
+
     private async Task<IReadOnlyList<IscsiTarget>> ListAsync(bool warn, CancellationToken cancellationToken)
     {
         LiveState? live;
@@ -390,18 +398,12 @@ public sealed class IscsiTargetManager
 
     private async Task<Dictionary<string, (string File, IscsiTargetRequest? Request)>> ReadConfigsAsync(CancellationToken cancellationToken)
     {
-        var listing = await Host.RunAsync(new CommandSpec("sh", "-c", IscsiHostScripts.ListConfigs, "sh", ConfigDirectory, TgtConfig.Header) { Timeout = QuickTimeout }, cancellationToken).ConfigureAwait(false);
+        var listing = await Host.RunAsync(HostFiles.ListByFirstLine(ConfigDirectory, TgtConfig.Header, "*.conf", "*.conf" + TgtConfig.StandbySuffix), cancellationToken).ConfigureAwait(false);
         var configs = new Dictionary<string, (string, IscsiTargetRequest?)>(StringComparer.Ordinal);
-        foreach (var chunk in listing.StandardOutput.Split('\u001e', StringSplitOptions.RemoveEmptyEntries))
+        foreach (var (name, content) in HostFiles.ParseListing(listing.StandardOutput))
         {
-            var newline = chunk.IndexOf('\n');
-            if (newline < 0)
-            {
-                continue;
-            }
-
-            var file = $"{ConfigDirectory}/{chunk[..newline]}";
-            var request = TgtConfig.Parse(chunk[(newline + 1)..]);
+            var file = $"{ConfigDirectory}/{name}";
+            var request = TgtConfig.Parse(content);
             if (request is not null && (!configs.TryGetValue(request.Iqn, out var seen) || seen.Item1.EndsWith(TgtConfig.StandbySuffix, StringComparison.Ordinal)))
             {
                 // Both files exist only after an interrupted switch: the one tgt reads wins.
@@ -516,13 +518,4 @@ public sealed class IscsiTargetPlan
     public string Describe() => PlannedCommand.Describe(Commands) + (WritesConfig ? $"{Environment.NewLine}{ConfigFile}:{Environment.NewLine}{ConfigText.TrimEnd('\n')}" : string.Empty);
 
     public override string ToString() => Describe();
-}
-
-/// <summary>Fixed scripts the iSCSI code runs on a host; user text arrives only as positional parameters.</summary>
-internal static class IscsiHostScripts
-{
-    /// <summary>$1 directory, $2 header line: prints each *.conf and *.conf.standby whose first line is $2 as RS name LF content.</summary>
-    public const string ListConfigs =
-        "cd -- \"$1\" 2>/dev/null || exit 0; for f in *.conf *.conf.standby; do [ -f \"$f\" ] || continue; " +
-        "IFS= read -r first < \"$f\" || true; [ \"$first\" = \"$2\" ] || continue; printf '\\036%s\\n' \"$f\"; cat -- \"$f\"; done";
 }

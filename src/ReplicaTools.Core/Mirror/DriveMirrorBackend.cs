@@ -225,6 +225,12 @@ public abstract partial class DriveMirrorBackend
                     RecommendedAction = "Pass -ReuseExisting to mirror into it (its content is overwritten), or choose another destination.",
                 };
             case ImageProbeStatus.Readable:
+                if (!destination.IsNfsUrl && await ImageLocks.ProbeAsync(vm.Host, destination.Text, cancellationToken).ConfigureAwait(false) is { InUse: true } held)
+                {
+                    // -ReuseExisting overwrites it: never the disk of another running VM (QEMU's own lock catches only some formats and openers).
+                    throw ImageLocks.InUse(vm.Host.Name, held, "to mirror into it (-ReuseExisting overwrites it). Nothing was started");
+                }
+
                 if (probe.VirtualSize != sourceSize)
                 {
                     var relation = probe.VirtualSize < sourceSize ? "smaller than" : "larger than";
@@ -324,6 +330,13 @@ public abstract partial class DriveMirrorBackend
     {
         try
         {
+            // Created by the start, but someone may have opened it since (a VM started on it): then it is not ours to delete.
+            if (!destination.IsNfsUrl && await HeldAfterJobAsync(destination, cancellationToken).ConfigureAwait(false) is { } held)
+            {
+                OperationContext.Reporter.Warning($"The incomplete destination {destination} on host '{Host.Name}' was left in place: {held.Describe()} (QEMU's image locks).");
+                return $"the incomplete destination {destination} was left in place because it is in use ({held.Describe()}); delete it once that is stopped";
+            }
+
             foreach (var spec in RemoveCommands(destination))
             {
                 await Host.RunAsync(spec, cancellationToken).ConfigureAwait(false);
@@ -337,6 +350,22 @@ public abstract partial class DriveMirrorBackend
         {
             OperationContext.Reporter.Warning($"Could not remove the incomplete destination {destination} on host '{Host.Name}': {ex.Message}");
             return $"the incomplete destination {destination} could NOT be removed ({ex.Message}); delete it by hand";
+        }
+    }
+
+    /// <summary>The destination's lock state when a process still holds it 3 s after the job ended (the job's own hold ends with it); else null.</summary>
+    private async Task<ImageLockState?> HeldAfterJobAsync(ImageLocation destination, CancellationToken cancellationToken)
+    {
+        var path = destination.ServerPath();
+        for (var attempt = 0; ; attempt++)
+        {
+            var state = await ImageLocks.ProbeAsync(Host, path, cancellationToken).ConfigureAwait(false);
+            if (!state.InUse || attempt == 15)
+            {
+                return state.InUse ? state : null;
+            }
+
+            await Task.Delay(200, cancellationToken).ConfigureAwait(false);
         }
     }
 

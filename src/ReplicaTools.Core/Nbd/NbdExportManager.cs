@@ -519,7 +519,7 @@ public sealed class NbdExportManager
         return "raw";
     }
 
-    private string? UriHostFor(string listenAddress)
+    internal string? UriHostFor(string listenAddress)
     {
         // A wildcard address is no address to connect to: use the one this host is reached by.
         if (IPAddress.TryParse(listenAddress, out var address) && (address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any)))

@@ -24,7 +24,7 @@ public sealed class NbdExportPlan
         StateFile = $"{stateDirectory}/{request.Name}.json";
         PidFile = $"{stateDirectory}/{request.Name}.pid";
         ConfigFile = request.Server == NbdServerKind.NbdServer ? $"{stateDirectory}/{request.Name}.conf" : null;
-        ConfigText = ConfigFile is null ? null : NbdServerConfig.Build(request.Name, path, request.ReadOnly, request.ListenAddress, port, request.MaxConnections);
+        ConfigText = ConfigFile is null ? null : NbdServerConfig.Build(request.Name, path, request.ReadOnly, request.ListenAddress, port);
         ServerArguments = BuildServerArguments();
         Uri = NbdUri.Build(uriHost ?? request.ListenAddress, port, request.Name);
 
@@ -118,7 +118,7 @@ public sealed class NbdExportPlan
 
         var arguments = new List<string>
         {
-            "qemu-nbd", "--fork", "--persistent", $"--shared={Request.MaxConnections.ToString(CultureInfo.InvariantCulture)}", "--pid-file", PidFile,
+            "qemu-nbd", "--fork", "--persistent", $"--shared={(Request.MaxConnections ?? NbdExportRequest.DefaultMaxConnections).ToString(CultureInfo.InvariantCulture)}", "--pid-file", PidFile,
             "-b", Request.ListenAddress, "-p", Port.ToString(CultureInfo.InvariantCulture), "-x", Request.Name,
         };
         if (Request.ReadOnly)

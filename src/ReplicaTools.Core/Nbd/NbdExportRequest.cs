@@ -34,8 +34,13 @@ public sealed partial class NbdExportRequest
     /// <summary>A persistent dirty bitmap of a qcow2 image to offer as <c>qemu:dirty-bitmap:NAME</c> (qemu-nbd -B).</summary>
     public string? Bitmap { get; init; }
 
-    /// <summary>How many clients may connect at once (qemu-nbd --shared; nbdcopy uses up to 4).</summary>
-    public int MaxConnections { get; init; } = DefaultMaxConnections;
+    /// <summary>
+    /// How many clients may be connected at once: qemu-nbd --shared (null: <see cref="DefaultMaxConnections"/>; nbdcopy
+    /// opens up to 4). Only for qemu-nbd: nbd-server 3.24's <c>maxconnections</c> counts every connection since the
+    /// server started, not the open ones, so an export capped at N refuses every client after its N-th in total
+    /// (seen with nbd-server 3.24 here); nbd-server exports are therefore left uncapped.
+    /// </summary>
+    public int? MaxConnections { get; init; }
 
     /// <summary>A usable export name derived from a path: its file name without extension, other characters replaced by '-'.</summary>
     public static string DefaultNameFor(string path)
@@ -89,6 +94,12 @@ public sealed partial class NbdExportRequest
         if (MaxConnections is < 1 or > 1024)
         {
             throw Invalid(hostName, MaxConnections, $"MaxConnections {MaxConnections} is out of range (1-1024).");
+        }
+
+        if (MaxConnections is not null && Server == NbdServerKind.NbdServer)
+        {
+            throw Invalid(hostName, MaxConnections,
+                "-MaxConnections works only with qemu-nbd: nbd-server counts every connection since it started (its 'maxconnections'), so the export would refuse all clients after that many in total. Leave it out (nbd-server exports are not capped), or use -Server QemuNbd.");
         }
 
         if (Format is not null && !FormatPattern().IsMatch(Format))

@@ -6,7 +6,11 @@ namespace ReplicaTools.Core.Nbd;
 /// <summary>Writes nbd-server configuration files (GLib key files) for one export.</summary>
 public static class NbdServerConfig
 {
-    public static string Build(string exportName, string path, bool readOnly, string listenAddress, int port, int maxConnections)
+    /// <summary>
+    /// The configuration of one export. No <c>maxconnections</c>: nbd-server 3.24 counts it over the server's whole life
+    /// (every connection ever accepted), so any cap would end the export after that many clients in total.
+    /// </summary>
+    public static string Build(string exportName, string path, bool readOnly, string listenAddress, int port)
     {
         var builder = new StringBuilder();
         builder.Append("# Written by ReplicaTools (New-NbdExport) for one export; Remove-NbdExport deletes it.\n");
@@ -20,7 +24,6 @@ public static class NbdServerConfig
 
         // The default virtstyle (ipliteral) substitutes %s in the path with the client's address: take paths literally.
         builder.Append("virtstyle = none\n");
-        builder.Append("maxconnections = ").Append(maxConnections.ToString(CultureInfo.InvariantCulture)).Append('\n');
         if (!readOnly)
         {
             builder.Append("flush = true\n");

@@ -58,4 +58,29 @@ public static class HostFiles
             Timeout = timeout ?? Timeout.InfiniteTimeSpan,
             ThrowOnFailure = !required,
         };
+
+    /// <summary>
+    /// $1 directory, $2 first line, then glob patterns (the module's own, e.g. *.res): prints every matching regular
+    /// file whose first line is exactly $2 as RS NAME LF CONTENT. Nothing when the directory does not exist.
+    /// </summary>
+    private const string ListByFirstLineScript =
+        "cd -- \"$1\" 2>/dev/null || exit 0; h=$2; shift 2; for g in \"$@\"; do for f in $g; do [ -f \"$f\" ] || continue; " +
+        "IFS= read -r first < \"$f\" || true; [ \"$first\" = \"$h\" ] || continue; printf '\\036%s\\n' \"$f\"; cat -- \"$f\"; done; done";
+
+    /// <summary>Lists the files of <paramref name="directory"/> matching <paramref name="patterns"/> that start with <paramref name="firstLine"/> (see <see cref="ParseListing"/>).</summary>
+    public static CommandSpec ListByFirstLine(string directory, string firstLine, params string[] patterns) =>
+        new(new[] { "sh", "-c", ListByFirstLineScript, "sh", directory, firstLine }.Concat(patterns)) { Timeout = TimeSpan.FromMinutes(1) };
+
+    /// <summary>The (file name, content) pairs <see cref="ListByFirstLine"/> printed.</summary>
+    public static IEnumerable<(string FileName, string Content)> ParseListing(string output)
+    {
+        foreach (var chunk in output.Split('\u001e', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var newline = chunk.IndexOf('\n');
+            if (newline > 0)
+            {
+                yield return (chunk[..newline], chunk[(newline + 1)..]);
+            }
+        }
+    }
 }

@@ -1,5 +1,4 @@
 using System.Net.Sockets;
-using System.Runtime.InteropServices;
 using System.Security;
 using System.Text;
 using Renci.SshNet;
@@ -326,7 +325,7 @@ public sealed class SshNetHost : ISshHost
                 foreach (var prompt in e.Prompts)
                 {
                     // Answer what sshd asks without echo (the password prompt); echoed prompts are not secrets we hold.
-                    prompt.Response = prompt.IsEchoed ? string.Empty : SecureText(secret);
+                    prompt.Response = prompt.IsEchoed ? string.Empty : SecretText.Reveal(secret);
                 }
             };
             methods.Add(interactive);
@@ -345,7 +344,7 @@ public sealed class SshNetHost : ISshHost
     {
         try
         {
-            return Own(new PrivateKeyFile(path, passphrase is null ? null : SecureText(passphrase)), owned);
+            return Own(new PrivateKeyFile(path, passphrase is null ? null : SecretText.Reveal(passphrase)), owned);
         }
         catch (SshNetCommon.SshPassPhraseNullOrEmptyException)
         {
@@ -395,20 +394,7 @@ public sealed class SshNetHost : ISshHost
         return item;
     }
 
-    private static byte[] SecureUtf8(SecureString secret) => Encoding.UTF8.GetBytes(SecureText(secret));
-
-    private static string SecureText(SecureString secret)
-    {
-        var pointer = Marshal.SecureStringToGlobalAllocUnicode(secret);
-        try
-        {
-            return Marshal.PtrToStringUni(pointer, secret.Length);
-        }
-        finally
-        {
-            Marshal.ZeroFreeGlobalAllocUnicode(pointer);
-        }
-    }
+    private static byte[] SecureUtf8(SecureString secret) => Encoding.UTF8.GetBytes(SecretText.Reveal(secret));
 
     /// <summary>Decides on each key a host presents; a refusal is kept so the connect failure can report it.</summary>
     private sealed class HostKeyVerifier(SshNetHost host, string who, string keyHost, int keyPort)

@@ -49,7 +49,7 @@ public sealed class NewNbdExportCommand : HostCmdlet
 
     [Parameter]
     [ValidateRange(1, 1024)]
-    public int MaxConnections { get; set; } = NbdExportRequest.DefaultMaxConnections;
+    public int? MaxConnections { get; set; }
 
     protected override void ProcessRecord()
     {

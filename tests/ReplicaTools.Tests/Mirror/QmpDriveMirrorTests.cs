@@ -265,6 +265,22 @@ public sealed class QmpDriveMirrorTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ReuseExisting_RefusesARawImageThatAnotherRunningVmHolds()
+    {
+        // Issue 9, case 1's kind: -ReuseExisting overwrites the image; a raw disk of another VM (-blockdev) is refused first.
+        var (vm, _) = await StartVmAsync("raw", "32M");
+        var (other, busy) = await StartVmAsync("raw", "32M");
+        var before = File.GetLastWriteTimeUtc(busy);
+
+        var error = await Assert.ThrowsAsync<ReplicaException>(() => Open(vm).PlanStartAsync(new MirrorStartRequest { Destination = ImageLocation.Parse(busy), ReuseExisting = true }));
+
+        Assert.Equal(StorageErrorIds.ImageInUse, error.ErrorId);
+        Assert.Contains($"pid {other.ProcessId}", error.Message);
+        Assert.Empty(await Open(vm).GetAsync(null));
+        Assert.Equal(before, File.GetLastWriteTimeUtc(busy));
+    }
+
+    [Fact]
     public async Task SuspendAndResume_PauseTheJob()
     {
         var (vm, _) = await StartVmAsync("raw", "48M", fill: true);

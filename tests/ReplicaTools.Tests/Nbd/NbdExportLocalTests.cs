@@ -70,6 +70,40 @@ public sealed class NbdExportLocalTests : IAsyncLifetime
         Assert.Empty(Directory.GetFiles(Path.Combine(root, "state")));
     }
 
+    /// <summary>
+    /// Regression: nbd-server 3.24's maxconnections counts every connection since the server started, so an export
+    /// written with the old default of 8 refused every client after its 8th in total (nbdinfo: "server policy prevents
+    /// NBD_OPT_GO"). Twenty clients one after another must all be served.
+    /// </summary>
+    [Theory]
+    [InlineData(NbdServerKind.NbdServer)]
+    [InlineData(NbdServerKind.QemuNbd)]
+    public async Task Export_ServesManyClientsOneAfterAnother(NbdServerKind server)
+    {
+        var image = Path.Combine(root, "many.raw");
+        CreateRandomImage(image, 1 * MiB, 7);
+        var export = await manager.NewAsync(new NbdExportRequest { Name = "many-" + server, Path = image, ReadOnly = true, Server = server });
+        for (var i = 1; i <= 20; i++)
+        {
+            var (code, stdout, stderr) = Tool.TryRun("nbdinfo", new[] { "--size", export.Uri });
+            Assert.True(code == 0, $"client {i} of 20 was refused: {stderr}");
+            Assert.Equal((1 * MiB).ToString(System.Globalization.CultureInfo.InvariantCulture), stdout.Trim());
+        }
+
+        await manager.RemoveAsync(export);
+    }
+
+    [Fact]
+    public async Task MaxConnections_WithNbdServer_IsRefusedNamingTheParameter()
+    {
+        var image = Path.Combine(root, "capped.raw");
+        CreateRandomImage(image, 1 * MiB, 8);
+        var error = await Assert.ThrowsAnyAsync<ReplicaTools.Core.ReplicaException>(() =>
+            manager.NewAsync(new NbdExportRequest { Name = "capped", Path = image, ReadOnly = true, Server = NbdServerKind.NbdServer, MaxConnections = 4 }));
+        Assert.Contains("-MaxConnections works only with qemu-nbd", error.Message);
+        Assert.Empty(await manager.ListAsync());
+    }
+
     [Theory]
     [InlineData(NbdServerKind.NbdServer)]
     [InlineData(NbdServerKind.QemuNbd)]
