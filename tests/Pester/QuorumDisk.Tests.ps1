@@ -229,7 +229,7 @@ Describe 'New-QuorumDisk -NoAttach' {
         @($xml.DocumentElement.ChildNodes).Count | Should -Be $definition.QemuArguments.Count
     }
 
-    It '-RewriteCorrupted with -ReadPattern Fifo is refused with QEMU''s rule' {
+    It '-RewriteCorrupted with -ReadPattern Fifo, where it would do nothing, is refused' {
         New-QuorumDisk -NoAttach -Replica (Join-Path $TestDrive 'x1.raw'), (Join-Path $TestDrive 'x2.raw'), (Join-Path $TestDrive 'x3.raw') -VoteThreshold 2 -Size 1MB `
             -ReadPattern Fifo -RewriteCorrupted -ErrorVariable failed -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         $failed[0].FullyQualifiedErrorId | Should -BeLike 'QuorumOptionConflict*'
