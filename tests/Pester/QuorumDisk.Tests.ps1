@@ -215,6 +215,52 @@ Describe 'A quorum disk of three replicas on a running QEMU' {
     }
 }
 
+Describe 'A storage host is lost: replicas over NBD' {
+    BeforeAll {
+        $script:nbdVm = Start-QuorumTestVm 'nvm'
+        # Three storage hosts, each a qemu-nbd serving its replica on a unix socket.
+        $script:servers = foreach ($n in 1..3) {
+            $image = Join-Path $TestDrive "n$n.raw"
+            & qemu-img create -q -f raw $image 32M
+            $socket = Join-Path $TestDrive "n$n.nbd"
+            $pidFile = Join-Path $TestDrive "n$n.nbd.pid"
+            & qemu-nbd -f raw -t -e 4 -x "n$n" -k $socket --fork --pid-file $pidFile $image
+            [pscustomobject]@{ Image = $image; Url = "nbd+unix:///n${n}?socket=$socket"; Pid = [int](Get-Content $pidFile) }
+        }
+    }
+
+    AfterAll {
+        Stop-QuorumTestVm $script:nbdVm
+        foreach ($server in $script:servers) { Stop-Process -Id $server.Pid -Force -ErrorAction SilentlyContinue }
+    }
+
+    It 'the VM goes on with two replicas, Get-QuorumDisk shows the lost one, and a new replica takes its place live' {
+        $disk = New-QuorumDisk -QmpSocket $script:nbdVm.QmpSocket -EventQmpSocket $script:nbdVm.EventSocket -Replica $script:servers.Url -VoteThreshold 2 -Confirm:$false
+        $disk.State | Should -Be 'Healthy'
+        Invoke-GuestIo $script:nbdVm 'quorum0' 'write -P 0x4e 0 8M'
+
+        Stop-Process -Id $script:servers[1].Pid -Force
+        Invoke-GuestIo $script:nbdVm 'quorum0' 'write -P 0x4f 8M 4M'
+        (Get-Process -Id $script:nbdVm.Pid).HasExited | Should -BeFalse
+        $lost = Get-QuorumDisk -QmpSocket $script:nbdVm.QmpSocket -WarningVariable warned -WarningAction SilentlyContinue
+        $lost.State | Should -Be 'Degraded'
+        @($lost.Replicas.Health) | Should -Be @('Healthy', 'Unreachable', 'Healthy')
+        $warned | Should -Match 'quorum0-quorum-r2'
+
+        $destination = Join-Path $TestDrive 'n4.raw'
+        $text = Get-WhatIfText { $lost.Replicas[1] | Repair-QuorumDisk -Destination $destination -WhatIf }
+        $text | Should -Match '"replaces":"quorum0-quorum-r2"'
+        Test-Path $destination | Should -BeFalse
+
+        $repaired = $lost.Replicas[1] | Repair-QuorumDisk -Destination $destination -Confirm:$false -PassThru
+        $repaired.State | Should -Be 'Healthy'
+        $repaired.Replicas[1].Location | Should -Be $destination
+        & qemu-img compare -U -f raw -F raw $script:servers[0].Image $destination | Out-Null
+        $LASTEXITCODE | Should -Be 0
+        & qemu-io -r -U -f raw -c 'read -P 0x4f 8M 4M' $destination | Should -Not -Match 'verification failed'
+    }
+}
+
 Describe 'New-QuorumDisk -NoAttach' {
     It 'creates the replicas and returns the -blockdev JSON and the libvirt snippet' {
         $paths = 1..3 | ForEach-Object { Join-Path $TestDrive "def$_.qcow2" }
@@ -229,7 +275,7 @@ Describe 'New-QuorumDisk -NoAttach' {
         @($xml.DocumentElement.ChildNodes).Count | Should -Be $definition.QemuArguments.Count
     }
 
-    It '-RewriteCorrupted with -ReadPattern Fifo is refused with QEMU''s rule' {
+    It '-RewriteCorrupted with -ReadPattern Fifo, where it would do nothing, is refused' {
         New-QuorumDisk -NoAttach -Replica (Join-Path $TestDrive 'x1.raw'), (Join-Path $TestDrive 'x2.raw'), (Join-Path $TestDrive 'x3.raw') -VoteThreshold 2 -Size 1MB `
             -ReadPattern Fifo -RewriteCorrupted -ErrorVariable failed -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         $failed[0].FullyQualifiedErrorId | Should -BeLike 'QuorumOptionConflict*'

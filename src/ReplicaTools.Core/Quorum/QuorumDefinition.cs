@@ -92,8 +92,9 @@ public sealed partial record QuorumDefinition
 
     /// <summary>
     /// The QEMU rules for a quorum node's options, checked before anything reaches QEMU (block/quorum.c quorum_open):
-    /// at least one replica... here at least two, a vote threshold between 1 and the number of replicas, blkverify only
-    /// with exactly two replicas and threshold 2, rewrite-corrupted neither with blkverify nor with read-pattern fifo.
+    /// a vote threshold between 1 and the number of replicas, blkverify only with exactly two replicas and threshold 2,
+    /// rewrite-corrupted not with blkverify. Also refused, though QEMU accepts them: fewer than two replicas (nothing to
+    /// compare) and rewrite-corrupted with read-pattern fifo (it does nothing there).
     /// </summary>
     /// <exception cref="QuorumException">QuorumThresholdInvalid, QuorumTooFewReplicas, QuorumOptionConflict, QuorumNameInvalid.</exception>
     public static void CheckOptions(int replicaCount, int voteThreshold, QuorumReadPattern readPattern, bool rewriteCorrupted, bool blkverify, string nodeName)
@@ -129,7 +130,7 @@ public sealed partial record QuorumDefinition
         if (rewriteCorrupted && readPattern == QuorumReadPattern.Fifo)
         {
             throw new QuorumException(QuorumErrorIds.OptionConflict, ReplicaErrorCategory.InvalidArgument,
-                "-RewriteCorrupted needs -ReadPattern Quorum: with Fifo only one replica is read, so nothing is outvoted or rewritten (QEMU's rule).");
+                "-RewriteCorrupted does nothing with -ReadPattern Fifo: only one replica is read, so nothing is outvoted or rewritten (QEMU 7.2 accepts the combination and ignores it). Use -ReadPattern Quorum.");
         }
 
         CheckName(nodeName, "NodeName");

@@ -126,6 +126,11 @@ public sealed partial class QuorumDiskManager
     {
         var plan = await new QuorumDiskBuilder(Vm.Session, StorageOptions).PlanAsync(request, cancellationToken).ConfigureAwait(false);
         var definition = plan.Definition;
+        if (!string.IsNullOrEmpty(eventSocket))
+        {
+            await CheckEventSocketAsync(eventSocket, cancellationToken).ConfigureAwait(false);
+        }
+
         await using (var monitor = await QemuMonitor.OpenAsync(Vm, cancellationToken).ConfigureAwait(false))
         {
             var view = await ReadViewAsync(monitor, cancellationToken).ConfigureAwait(false);
@@ -176,6 +181,34 @@ public sealed partial class QuorumDiskManager
         definition = definition with { EventFile = eventFile };
         steps.AddRange(definition.AttachCommands().Select(c => QemuMonitor.Plan(Vm, c.Command, c.Arguments, c.Purpose)));
         return new QuorumDiskPlan { Definition = definition, Creates = plan.Creates, Size = plan.Size, Steps = steps, Warnings = plan.Warnings };
+    }
+
+    /// <summary>The recorder's QMP socket: a bare QEMU's second socket, not the one the cmdlets use, and there.</summary>
+    private async Task CheckEventSocketAsync(string eventSocket, CancellationToken cancellationToken)
+    {
+        if (Vm is not QmpVirtualMachine)
+        {
+            throw new QuorumException(QuorumErrorIds.EventSocketInvalid, ReplicaErrorCategory.InvalidArgument,
+                $"-EventQmpSocket applies to a bare QEMU; for {Vm.DisplayName} the recorder listens through libvirt (virsh qemu-monitor-event).", Host.Name, eventSocket);
+        }
+
+        if (!eventSocket.StartsWith('/') || eventSocket == Vm.Name)
+        {
+            throw new QuorumException(QuorumErrorIds.EventSocketInvalid, ReplicaErrorCategory.InvalidArgument,
+                eventSocket == Vm.Name
+                    ? $"-EventQmpSocket '{eventSocket}' is the VM's -QmpSocket: the recorder keeps its socket for good, and QEMU serves one client per socket, so every later cmdlet would wait. Give the VM a second -qmp socket."
+                    : $"-EventQmpSocket '{eventSocket}' must be an absolute path on host '{Host.Name}'.", Host.Name, eventSocket);
+        }
+
+        var probe = await Host.RunAsync(new CommandSpec("test", "-S", eventSocket) { ThrowOnFailure = false, Timeout = TimeSpan.FromSeconds(30) }, cancellationToken).ConfigureAwait(false);
+        if (probe.ExitCode != 0)
+        {
+            throw new QuorumException(QuorumErrorIds.EventSocketInvalid, ReplicaErrorCategory.ObjectNotFound,
+                $"-EventQmpSocket '{eventSocket}' is not a socket on host '{Host.Name}'.", Host.Name, eventSocket)
+            {
+                RecommendedAction = "Start the VM with a second QMP socket (-qmp unix:PATH,server=on,wait=off) and pass that PATH.",
+            };
+        }
     }
 
     /// <summary>

@@ -25,6 +25,7 @@ public static class QuorumErrorIds
     public const string RepairFailed = "QuorumRepairFailed";
     public const string RepairUnsupported = "QuorumRepairUnsupported";
     public const string ToolMissing = "QuorumToolMissing";
+    public const string EventSocketInvalid = "QuorumEventSocketInvalid";
 }
 
 /// <summary>An error of the quorum feature: its ErrorId is one of <see cref="QuorumErrorIds"/>.</summary>

@@ -182,4 +182,34 @@ public sealed class QuorumLocalTests : IAsyncLifetime
         var read = await lab.ReadThroughQuorumAsync(disk.QuorumNode, 0x00, 5 * MiB, 4096);
         Assert.True(read.Matches, "the two zero replicas outvote the third: " + read.Output);
     }
+
+    [Fact]
+    public async Task BlkverifyAndFifo_AreAcceptedByQemu_AndABlkverifyQuorumIsNotRepairedLive()
+    {
+        var fifo = await AttachAsync(r => r with { ReadPattern = QuorumReadPattern.Fifo, Drive = "fifo" });
+        Assert.Equal(QuorumReadPattern.Fifo, fifo.ReadPattern);
+        Assert.Contains("\"read-pattern\":\"fifo\"", fifo.BlockdevJson[^1]);
+
+        var pair = new[] { "b1.raw", "b2.raw" }.Select(n => Path.Combine(lab.Directory, n)).ToArray();
+        var plan = await lab.Manager.PlanAttachAsync(QuorumLab.Request(pair) with { Blkverify = true, Drive = "verify" }, null);
+        var verify = await lab.Manager.AttachAsync(plan, null);
+        Assert.True(verify.Blkverify);
+        Assert.Equal(2, (await lab.Manager.GetAsync(null, probe: false)).Count);
+
+        var refused = await Assert.ThrowsAsync<QuorumException>(() => lab.Manager.PlanRepairAsync("verify", verify.Replicas[0].NodeName, null, null));
+        Assert.Equal(QuorumErrorIds.RepairUnsupported, refused.ErrorId);
+        Assert.Contains("blkverify", refused.Message);
+    }
+
+    [Fact]
+    public async Task TheEventSocket_MustBeASecondSocketOfTheVm()
+    {
+        var same = await Assert.ThrowsAsync<QuorumException>(() => lab.Manager.PlanAttachAsync(QuorumLab.Request(Replicas), lab.Vm.SocketPath));
+        Assert.Equal(QuorumErrorIds.EventSocketInvalid, same.ErrorId);
+        Assert.Contains("second -qmp socket", same.Message);
+
+        var missing = await Assert.ThrowsAsync<QuorumException>(() => lab.Manager.PlanAttachAsync(QuorumLab.Request(Replicas), Path.Combine(lab.Directory, "nope.qmp")));
+        Assert.Equal(QuorumErrorIds.EventSocketInvalid, missing.ErrorId);
+        Assert.All(Replicas, r => Assert.False(File.Exists(r)));
+    }
 }
