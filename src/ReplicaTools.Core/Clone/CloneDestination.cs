@@ -221,13 +221,7 @@ public sealed class CloneDestination
     public async Task WriteSidecarAsync(CloneSidecar sidecar, CancellationToken cancellationToken)
     {
         sidecar.UpdatedAt = DateTimeOffset.Now;
-        var directory = System.IO.Path.GetDirectoryName(SidecarPath)!;
-        var script = "set -e; mkdir -p -- \"$1\"; cat > \"$2.tmp\"; sync -- \"$2.tmp\"; mv -f -- \"$2.tmp\" \"$2\"";
-        await Host.RunAsync(new CommandSpec("sh", "-c", script, "rt", directory, SidecarPath)
-        {
-            StandardInput = Encoding.UTF8.GetBytes(sidecar.Serialize()),
-            Timeout = TimeSpan.FromMinutes(2),
-        }, cancellationToken).ConfigureAwait(false);
+        await Host.RunAsync(WriteSidecarCommand(SidecarPath, Encoding.UTF8.GetBytes(sidecar.Serialize())), cancellationToken).ConfigureAwait(false);
     }
 
     public Task DeleteSidecarAsync(CancellationToken cancellationToken) => DeleteAsync(SidecarPath, cancellationToken);
@@ -235,7 +229,7 @@ public sealed class CloneDestination
     /// <summary>cp --reflink=always: an instant copy on btrfs/XFS; false where the filesystem cannot share extents.</summary>
     public async Task<bool> TryReflinkAsync(string from, string to, CancellationToken cancellationToken)
     {
-        var result = await Host.RunAsync(new CommandSpec("cp", "--reflink=always", "--", from, to) { ThrowOnFailure = false, Timeout = TimeSpan.FromMinutes(5) }, cancellationToken).ConfigureAwait(false);
+        var result = await Host.RunAsync(HostFiles.Reflink(from, to, required: true, TimeSpan.FromMinutes(5)), cancellationToken).ConfigureAwait(false);
         if (result.ExitCode != 0)
         {
             await DeleteAsync(to, CancellationToken.None).ConfigureAwait(false);
@@ -244,9 +238,16 @@ public sealed class CloneDestination
         return result.ExitCode == 0;
     }
 
-    /// <summary>rename(2) on the same filesystem: atomic, so the path holds either the old or the new file.</summary>
+    /// <summary>rename(2) on the same filesystem, flushed before and after: atomic, so the path holds either the old or the new file.</summary>
     public Task MoveAsync(string from, string to, CancellationToken cancellationToken) =>
-        Host.RunAsync(new CommandSpec("mv", "-f", "-T", "--", from, to) { Timeout = TimeSpan.FromMinutes(2) }, cancellationToken);
+        Host.RunAsync(MoveCommand(from, to), cancellationToken);
+
+    /// <summary>The command <see cref="MoveAsync"/> runs (for plans).</summary>
+    public static CommandSpec MoveCommand(string from, string to) => HostFiles.Promote(from, to, timeout: TimeSpan.FromMinutes(10));
+
+    /// <summary>The command <see cref="WriteSidecarAsync"/> runs (for plans: <paramref name="content"/> null).</summary>
+    public static CommandSpec WriteSidecarCommand(string sidecarPath, byte[]? content) =>
+        HostFiles.WriteAtomically(sidecarPath, content, isPrivate: false, createDirectory: true, TimeSpan.FromMinutes(2));
 
     public Task DeleteAsync(string path, CancellationToken cancellationToken) =>
         Host.RunAsync(new CommandSpec("rm", "-f", "--", path) { Timeout = TimeSpan.FromMinutes(2) }, cancellationToken);

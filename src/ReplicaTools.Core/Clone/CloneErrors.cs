@@ -1,8 +1,47 @@
 namespace ReplicaTools.Core.Clone;
 
-/// <summary>One piece of state an interrupted clone left behind on the VM host.</summary>
-public sealed record StaleFinding(string Kind, string Name, string Detail)
+/// <summary>The kinds of state an interrupted clone can leave behind on the VM host.</summary>
+public enum StaleStateKind
 {
+    /// <summary>A QEMU block job of a clone (fleecing) that was never released.</summary>
+    BlockJob,
+
+    /// <summary>A libvirt pull-mode backup job that was never released.</summary>
+    BackupJob,
+
+    /// <summary>A QEMU NBD export of a clone.</summary>
+    NbdExport,
+
+    /// <summary>A QEMU block node of a clone (scratch or filter node).</summary>
+    BlockNode,
+
+    /// <summary>A clone bitmap that stopped recording: an interrupted checkpoint rotation.</summary>
+    DisabledBitmap,
+
+    /// <summary>More than one checkpoint of the destination's chain: the last run did not finish.</summary>
+    CheckpointRotation,
+
+    /// <summary>A scratch (or definition) file of a clone in the scratch directory.</summary>
+    ScratchFile,
+}
+
+/// <summary>State an interrupted clone left behind, as the stale-state check finds it and -Repair settles it.</summary>
+/// <param name="Type">What it is; repairs match on this.</param>
+/// <param name="Name">Its name on the VM or host (job id, node name, bitmap names, file path).</param>
+public sealed record StaleFinding(StaleStateKind Type, string Name, string Detail)
+{
+    /// <summary>What it is, as messages say it ("block job", "scratch file" ...).</summary>
+    public string Kind => Type switch
+    {
+        StaleStateKind.BlockJob => "block job",
+        StaleStateKind.BackupJob => "backup job",
+        StaleStateKind.NbdExport => "NBD export",
+        StaleStateKind.BlockNode => "block node",
+        StaleStateKind.DisabledBitmap => "disabled bitmap",
+        StaleStateKind.CheckpointRotation => "checkpoint rotation",
+        _ => "scratch file",
+    };
+
     public override string ToString() => $"{Kind} '{Name}' ({Detail})";
 }
 

@@ -55,7 +55,7 @@ public sealed class LibvirtPointInTime : PointInTimeSource
                 };
             }
 
-            findings.Add(new StaleFinding("backup job", export, "a pull-mode backup whose point in time was never released"));
+            findings.Add(new StaleFinding(StaleStateKind.BackupJob, export, "a pull-mode backup whose point in time was never released"));
         }
 
         if (chain is not null && SupportsCheckpoints)
@@ -63,13 +63,13 @@ public sealed class LibvirtPointInTime : PointInTimeSource
             var links = Chain(await GetCheckpointsAsync(cancellationToken).ConfigureAwait(false), chain);
             if (links.Count > 1)
             {
-                findings.Add(new StaleFinding("checkpoint rotation", string.Join(", ", links.Select(l => l.Name)), "more than one checkpoint of this destination's chain: the last run did not finish"));
+                findings.Add(new StaleFinding(StaleStateKind.CheckpointRotation, string.Join(", ", links.Select(l => l.Name)), "more than one checkpoint of this destination's chain: the last run did not finish"));
             }
         }
 
         foreach (var file in await FindScratchFilesAsync(cancellationToken).ConfigureAwait(false))
         {
-            findings.Add(new StaleFinding("scratch file", file, $"on host '{Host.Name}'"));
+            findings.Add(new StaleFinding(StaleStateKind.ScratchFile, file, $"on host '{Host.Name}'"));
         }
 
         return findings;
@@ -78,7 +78,7 @@ public sealed class LibvirtPointInTime : PointInTimeSource
     public override async Task RepairAsync(IReadOnlyList<StaleFinding> findings, string? chain, string? keep, CancellationToken cancellationToken)
     {
         var report = OperationContext.Reporter;
-        if (findings.Any(f => f.Kind == "backup job"))
+        if (findings.Any(f => f.Type == StaleStateKind.BackupJob))
         {
             // Ending a pull backup only drops the export and the scratch file: the guest always wrote to its disk.
             report.Warning($"Repair: ending the stale backup job on {Vm.DisplayName} (virsh domjobabort; no guest write is lost).");
@@ -96,7 +96,7 @@ public sealed class LibvirtPointInTime : PointInTimeSource
             }
         }
 
-        var scratch = findings.Where(f => f.Kind == "scratch file").Select(f => f.Name).ToList();
+        var scratch = findings.Where(f => f.Type == StaleStateKind.ScratchFile).Select(f => f.Name).ToList();
         if (scratch.Count > 0)
         {
             report.Warning($"Repair: deleting leftover files on host '{Host.Name}': {string.Join(", ", scratch)}.");
@@ -200,70 +200,62 @@ public sealed class LibvirtPointInTime : PointInTimeSource
             : $"the checkpoint '{checkpoint}': {described.Problem}";
     }
 
-    public override async Task<PointInTimeExport> StartAsync(string runId, string? newCheckpoint, string? incrementalFrom, string address, (int First, int Last) ports, CancellationToken cancellationToken)
+    /// <summary>
+    /// The point in time in three steps: the new checkpoint's definition, the pull-mode backup (virsh backup-begin, retried
+    /// on another port while ports are taken), and the port libvirt's NBD server listens on.
+    /// </summary>
+    public override async Task<PointInTimeExport> StartAsync(PointInTimeRequest request, CancellationToken cancellationToken)
     {
-        this.runId = runId;
+        runId = request.RunId;
         scratchFile = CloneNames.ScratchFile(ScratchDirectory, VmKey, runId);
         var disks = LibvirtVirtualMachine.ParseDisks(await domain.GetXmlAsync(cancellationToken).ConfigureAwait(false));
-        var checkpointFile = $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-{runId}.checkpoint.xml";
+        if (request.NewCheckpoint is not null)
+        {
+            await WriteFileAsync(DefinitionFile(runId, "checkpoint"), CheckpointXml(request.NewCheckpoint, disks), cancellationToken).ConfigureAwait(false);
+            if (await CheckpointExistsAsync(request.NewCheckpoint, cancellationToken).ConfigureAwait(false))
+            {
+                // Names are chosen past every existing one; one that exists anyway is someone else's and is never touched.
+                throw new ReplicaException("CheckpointExists", ReplicaErrorCategory.ResourceExists,
+                    $"{Vm.DisplayName} already has a checkpoint named '{request.NewCheckpoint}'; no backup was started.", Host.Name, request.NewCheckpoint);
+            }
+        }
+
+        await BeginBackupAsync(request, disks, cancellationToken).ConfigureAwait(false);
+
+        // Seen once: a backup that ended by itself right after it began. Trust it only once libvirt lists it as running.
+        if (await CheckAliveAsync(cancellationToken).ConfigureAwait(false) is { } problem)
+        {
+            throw new CloneFailedException($"{Vm.DisplayName}: the backup job ended right after virsh backup-begin: {problem}.", Host.Name, Vm.Name);
+        }
+
+        var port = await ExportPortAsync(cancellationToken).ConfigureAwait(false);
+        OperationContext.Reporter.Verbose($"[{Host.Name}] point in time of {Vm.DisplayName} disk '{Disk.Drive}' exported as nbd://{request.Address}:{port}/{CloneNames.Export(runId)}");
+        return new PointInTimeExport(new NbdExportAddress(request.Address, port, CloneNames.Export(runId)),
+            request.IncrementalFrom is null ? null : "qemu:dirty-bitmap:" + CloneNames.ExportBitmap(runId), VirtualSize);
+    }
+
+    /// <summary>virsh backup-begin on a port picked at random from the range; a taken port is retried, other refusals say what to do.</summary>
+    private async Task BeginBackupAsync(PointInTimeRequest request, IReadOnlyList<VmDisk> disks, CancellationToken cancellationToken)
+    {
+        var (newCheckpoint, incrementalFrom, address) = (request.NewCheckpoint, request.IncrementalFrom, request.Address);
+        var random = new Random();
+        var backupFile = DefinitionFile(runId!, "backup");
+        var arguments = new List<string> { "backup-begin", "--", domain.DomainName, backupFile };
         if (newCheckpoint is not null)
         {
-            var checkpointXml = new StringBuilder($"<domaincheckpoint><name>{SecurityElement.Escape(newCheckpoint)}</name><disks>");
-            foreach (var disk in disks)
-            {
-                checkpointXml.Append($"<disk name='{SecurityElement.Escape(disk.Drive)}' checkpoint='{(disk.Drive == Disk.Drive ? "bitmap" : "no")}'/>");
-            }
-
-            checkpointXml.Append("</disks></domaincheckpoint>");
-            await WriteFileAsync(checkpointFile, checkpointXml.ToString(), cancellationToken).ConfigureAwait(false);
+            arguments.Add(DefinitionFile(runId!, "checkpoint"));
         }
 
-        if (newCheckpoint is not null && await CheckpointExistsAsync(newCheckpoint, cancellationToken).ConfigureAwait(false))
-        {
-            // Names are chosen past every existing one; one that exists anyway is someone else's and is never touched.
-            throw new ReplicaException("CheckpointExists", ReplicaErrorCategory.ResourceExists,
-                $"{Vm.DisplayName} already has a checkpoint named '{newCheckpoint}'; no backup was started.", Host.Name, newCheckpoint);
-        }
-
-        var random = new Random();
-        var backupFile = $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-{runId}.backup.xml";
         for (var attempt = 1; ; attempt++)
         {
-            var port = PickPort(random, ports);
-            var backupXml = new StringBuilder("<domainbackup mode='pull'>");
-            if (incrementalFrom is not null)
-            {
-                backupXml.Append($"<incremental>{SecurityElement.Escape(incrementalFrom)}</incremental>");
-            }
-
-            backupXml.Append($"<server transport='tcp' name='{SecurityElement.Escape(address)}' port='{port}'/><disks>");
-            foreach (var disk in disks)
-            {
-                if (disk.Drive == Disk.Drive)
-                {
-                    backupXml.Append($"<disk name='{SecurityElement.Escape(disk.Drive)}' backup='yes' type='file' exportname='{CloneNames.Export(runId)}' exportbitmap='{CloneNames.ExportBitmap(runId)}'>");
-                    backupXml.Append($"<scratch file='{SecurityElement.Escape(scratchFile)}'/></disk>");
-                }
-                else
-                {
-                    backupXml.Append($"<disk name='{SecurityElement.Escape(disk.Drive)}' backup='no'/>");
-                }
-            }
-
-            backupXml.Append("</disks></domainbackup>");
-            await WriteFileAsync(backupFile, backupXml.ToString(), cancellationToken).ConfigureAwait(false);
-            var arguments = new List<string> { "backup-begin", "--", domain.DomainName, backupFile };
-            if (newCheckpoint is not null)
-            {
-                arguments.Add(checkpointFile);
-            }
-
+            var port = PickPort(random, request.Ports);
+            await WriteFileAsync(backupFile, BackupXml(runId!, incrementalFrom, address, port, disks), cancellationToken).ConfigureAwait(false);
             var begin = await Host.RunAsync(Lenient(domain.Virsh(arguments, TimeSpan.FromMinutes(2))), cancellationToken).ConfigureAwait(false);
             if (begin.ExitCode == 0)
             {
                 jobStarted = true;
                 NewCheckpoint = newCheckpoint;
-                break;
+                return;
             }
 
             var error = CommandFailedException.StderrTail(begin.StandardError);
@@ -291,19 +283,46 @@ public sealed class LibvirtPointInTime : PointInTimeSource
 
             throw new CommandFailedException(begin);
         }
+    }
 
-        // Seen once: a backup that ended by itself right after it began. Trust it only once libvirt lists it as running.
-        if (await CheckAliveAsync(cancellationToken).ConfigureAwait(false) is { } problem)
-        {
-            throw new CloneFailedException($"{Vm.DisplayName}: the backup job ended right after virsh backup-begin: {problem}.", Host.Name, Vm.Name);
-        }
-
+    /// <summary>The port the running backup's NBD server listens on (virsh backup-dumpxml).</summary>
+    private async Task<int> ExportPortAsync(CancellationToken cancellationToken)
+    {
         var dump = await Host.RunAsync(domain.Virsh(new[] { "backup-dumpxml", "--", domain.DomainName }, TimeSpan.FromMinutes(1)), cancellationToken).ConfigureAwait(false);
         var server = XDocument.Parse(dump.StandardOutput).Root!.Element("server")!;
-        var actualPort = int.Parse((string)server.Attribute("port")!, CultureInfo.InvariantCulture);
-        OperationContext.Reporter.Verbose($"[{Host.Name}] point in time of {Vm.DisplayName} disk '{Disk.Drive}' exported as nbd://{address}:{actualPort}/{CloneNames.Export(runId)}");
-        return new PointInTimeExport(new NbdExportAddress(address, actualPort, CloneNames.Export(runId)),
-            incrementalFrom is null ? null : "qemu:dirty-bitmap:" + CloneNames.ExportBitmap(runId), VirtualSize);
+        return int.Parse((string)server.Attribute("port")!, CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>libvirt's domaincheckpoint: a bitmap on the cloned disk only.</summary>
+    private string CheckpointXml(string name, IReadOnlyList<VmDisk> disks)
+    {
+        var xml = new StringBuilder($"<domaincheckpoint><name>{SecurityElement.Escape(name)}</name><disks>");
+        foreach (var disk in disks)
+        {
+            xml.Append($"<disk name='{SecurityElement.Escape(disk.Drive)}' checkpoint='{(disk.Drive == Disk.Drive ? "bitmap" : "no")}'/>");
+        }
+
+        return xml.Append("</disks></domaincheckpoint>").ToString();
+    }
+
+    /// <summary>libvirt's domainbackup, pull mode: NBD on ADDRESS:PORT, the cloned disk exported (with its dirty bitmap for an incremental) over a scratch file.</summary>
+    private string BackupXml(string run, string? incrementalFrom, string address, int port, IReadOnlyList<VmDisk> disks)
+    {
+        var xml = new StringBuilder("<domainbackup mode='pull'>");
+        if (incrementalFrom is not null)
+        {
+            xml.Append($"<incremental>{SecurityElement.Escape(incrementalFrom)}</incremental>");
+        }
+
+        xml.Append($"<server transport='tcp' name='{SecurityElement.Escape(address)}' port='{port}'/><disks>");
+        foreach (var disk in disks)
+        {
+            xml.Append(disk.Drive == Disk.Drive
+                ? $"<disk name='{SecurityElement.Escape(disk.Drive)}' backup='yes' type='file' exportname='{CloneNames.Export(run)}' exportbitmap='{CloneNames.ExportBitmap(run)}'><scratch file='{SecurityElement.Escape(scratchFile!)}'/></disk>"
+                : $"<disk name='{SecurityElement.Escape(disk.Drive)}' backup='no'/>");
+        }
+
+        return xml.Append("</disks></domainbackup>").ToString();
     }
 
     public override async Task<string?> CheckAliveAsync(CancellationToken cancellationToken)
@@ -415,19 +434,18 @@ public sealed class LibvirtPointInTime : PointInTimeSource
 
     public override IReadOnlyList<PlannedCommand> PlanStart(string? drive, string address, bool incremental, bool createsCheckpoint)
     {
-        var files = $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-RUN";
         var steps = new List<PlannedCommand>();
         if (createsCheckpoint)
         {
-            steps.Add(new(Host.Name, WriteFileCommand(files + ".checkpoint.xml", string.Empty), $"write the definition of the new checkpoint CHECKPOINT (a bitmap on disk {PlannedDrive(drive)})"));
+            steps.Add(new(Host.Name, WriteFileCommand(DefinitionFile("RUN", "checkpoint"), string.Empty), $"write the definition of the new checkpoint CHECKPOINT (a bitmap on disk {PlannedDrive(drive)})"));
         }
 
-        steps.Add(new(Host.Name, WriteFileCommand(files + ".backup.xml", string.Empty),
+        steps.Add(new(Host.Name, WriteFileCommand(DefinitionFile("RUN", "backup"), string.Empty),
             $"write the pull-mode backup definition: disk {PlannedDrive(drive)}{(incremental ? ", incremental from BASE" : string.Empty)}, NBD on {address}:PORT, scratch file {CloneNames.ScratchFile(ScratchDirectory, VmKey, "RUN")}"));
-        var begin = new List<string> { "backup-begin", "--", domain.DomainName, files + ".backup.xml" };
+        var begin = new List<string> { "backup-begin", "--", domain.DomainName, DefinitionFile("RUN", "backup") };
         if (createsCheckpoint)
         {
-            begin.Add(files + ".checkpoint.xml");
+            begin.Add(DefinitionFile("RUN", "checkpoint"));
         }
 
         steps.Add(new(Host.Name, domain.Virsh(begin, TimeSpan.FromMinutes(2)), "freeze the point in time and export it read-only over NBD"));
@@ -437,14 +455,16 @@ public sealed class LibvirtPointInTime : PointInTimeSource
     public override IReadOnlyList<PlannedCommand> PlanStop() => new PlannedCommand[]
     {
         new(Host.Name, domain.Virsh("domjobabort", "--", domain.DomainName), "end the backup job (libvirt deletes the scratch file)"),
-        new(Host.Name, new CommandSpec("rm", "-f", "--", $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-RUN.backup.xml", $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-RUN.checkpoint.xml"), "delete the definitions"),
+        new(Host.Name, new CommandSpec("rm", "-f", "--", DefinitionFile("RUN", "backup"), DefinitionFile("RUN", "checkpoint")), "delete the definitions"),
     };
 
     public override PlannedCommand PlanRemoveCheckpoint(string? drive, string name) =>
         new(Host.Name, domain.Virsh("checkpoint-delete", "--", domain.DomainName, name), $"delete the checkpoint (and its bitmaps)");
 
-    private static CommandSpec WriteFileCommand(string path, string content) =>
-        new("sh", "-c", "cat > \"$1\"", "rt", path) { StandardInput = Encoding.UTF8.GetBytes(content), Timeout = TimeSpan.FromMinutes(1) };
+    /// <summary>A run's backup or checkpoint definition in the scratch directory (found again, when stale, by the scratch glob).</summary>
+    private string DefinitionFile(string runId, string kind) => $"{ScratchDirectory}/{CloneNames.Prefix}{VmKey}-{runId}.{kind}.xml";
+
+    private static CommandSpec WriteFileCommand(string path, string content) => HostFiles.WriteAtomically(path, Encoding.UTF8.GetBytes(content));
 
     private static CommandSpec Lenient(CommandSpec spec) => new(spec.Arguments) { Timeout = spec.Timeout, ThrowOnFailure = false };
 

@@ -40,8 +40,9 @@ public sealed class NbdCloneOperation
     /// <summary>The caller's reporter, captured at the start: the copier relays its progress through a reporter of its own.</summary>
     private IOperationReporter reporter = OperationContext.Reporter;
 
-    private void Progress(string status, int percent) =>
-        reporter.Progress(new OperationProgress("Invoke-NbdClone", status, Math.Clamp(percent, 0, 100)));
+    /// <summary>The run's one progress bar (the copier's own progress arrives through <see cref="CopyAsync"/>).</summary>
+    private void Progress(string status, int percent, bool completed = false) =>
+        reporter.Progress(new OperationProgress("Invoke-NbdClone", status, Math.Clamp(percent, 0, 100), Completed: completed));
 
     /// <summary>
     /// What the run will do on which host, for -WhatIf; nothing is contacted. Ports, run ids (RUN), the chosen mode and
@@ -66,41 +67,85 @@ public sealed class NbdCloneOperation
         }
 
         plan.AddRange(source.PlanStop());
-        plan.Add(new PlannedCommand(destination.Name, new CommandSpec("mv", "-f", "-T", "--", target, Request.Destination), "promote the copy to its name"));
-        plan.Add(new PlannedCommand(destination.Name, new CommandSpec("sh", "-c", "cat > \"$1\"", "rt", Request.Destination + CloneDestination.SidecarSuffix), "write the clone's metadata (chain, checkpoint, file identity)"));
+        plan.Add(new PlannedCommand(destination.Name, CloneDestination.MoveCommand(target, Request.Destination), "promote the copy to its name"));
+        plan.Add(new PlannedCommand(destination.Name, CloneDestination.WriteSidecarCommand(Request.Destination + CloneDestination.SidecarSuffix, null), "write the clone's metadata (chain, checkpoint, file identity)"));
         plan.Add(source.PlanRemoveCheckpoint(Request.Drive, CloneNames.Prefix + "CHAIN-PREVIOUS") with { Purpose = "delete the previous checkpoint of the destination's chain" });
         return plan;
     }
 
+    /// <summary>
+    /// One clone, step by step: lock both hosts, open the VM's disk and inspect the destination, settle state an earlier
+    /// run left, decide full or incremental, start the point in time, copy (watched), verify, release, promote.
+    /// </summary>
     public async Task<CloneResult> RunAsync(CancellationToken cancellationToken)
     {
         var vm = Request.VirtualMachine;
-        var destinationHost = Request.DestinationSession.Host;
         reporter = OperationContext.Reporter;
         var started = DateTimeOffset.Now;
         var clock = Stopwatch.StartNew();
-        Progress("Taking locks", 0);
-
-        // The two hosts are independent: lock and look at both at once. The locks name this run, so a second run says who holds them.
         var runId = CloneNames.NewRunId();
+        Progress("Taking locks", 0);
+        var (vmLocked, destinationLocked) = await LockBothAsync(runId, started, cancellationToken).ConfigureAwait(false);
+        await using var vmLock = vmLocked;
+        await using var destinationLock = destinationLocked;
+        await using var source = vm.CreatePointInTimeSource(Request.ScratchDirectory);
+        var destination = new CloneDestination(Request.DestinationSession.Host, Request.Destination);
+        var (destinationStat, sidecar) = await OpenAsync(source, destination, cancellationToken).ConfigureAwait(false);
+        await SettleStaleStateAsync(source, destination, sidecar, cancellationToken).ConfigureAwait(false);
+        var run = await DecideAsync(source, destination, destinationStat, sidecar, cancellationToken).ConfigureAwait(false);
+        var address = await ExportAddressResolver.ResolveAsync(vm.Host, destination.Host, Request.ExportAddress, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var export = await StartPointInTimeAsync(run, runId, address, cancellationToken).ConfigureAwait(false);
+            var target = await PrepareTargetAsync(run, cancellationToken).ConfigureAwait(false);
+            var copyClock = Stopwatch.StartNew();
+            var outcome = await CopyAsync(run, export, target, cancellationToken).ConfigureAwait(false);
+            copyClock.Stop();
+            var checksum = Request.Verify ? await VerifyAsync(source, export, destination.Host, target, cancellationToken).ConfigureAwait(false) : null;
+            await ReleaseAsync(source, cancellationToken).ConfigureAwait(false);
+            await PromoteAsync(run, target, checksum, cancellationToken).ConfigureAwait(false);
+            Progress("Done", 100, completed: true);
+            return Result(run, export, outcome, checksum, started, clock.Elapsed, copyClock.Elapsed);
+        }
+        catch (Exception ex)
+        {
+            throw await FailedAsync(run, ex).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Locks the VM and the destination at once (the hosts are independent). The locks name this run, so a second run says who holds them.</summary>
+    private async Task<(RemoteLock Vm, RemoteLock Destination)> LockBothAsync(string runId, DateTimeOffset started, CancellationToken cancellationToken)
+    {
+        var vm = Request.VirtualMachine;
+        var destinationHost = Request.DestinationSession.Host;
         var owner = $"Invoke-NbdClone run {runId} (pid {Environment.ProcessId} on {Environment.MachineName}, since {started.ToUniversalTime():yyyy-MM-ddTHH:mm:ssZ}): {vm.DisplayName} -> {destinationHost.Name}:{Request.Destination}";
         var vmLocking = LockAsync(vm.Host, VmLockPath(vm), owner, vm.DisplayName, cancellationToken);
         var destinationLocking = LockAsync(destinationHost, DestinationLockPath, owner, $"the destination '{Request.Destination}'", cancellationToken);
-        await using var vmLock = await ReleaseOnFailureAsync(vmLocking, destinationLocking).ConfigureAwait(false);
-        await using var destinationLock = await destinationLocking.ConfigureAwait(false);
-        await using var source = vm.CreatePointInTimeSource(Request.ScratchDirectory);
-        var destination = new CloneDestination(destinationHost, Request.Destination);
+        var vmLock = await ReleaseOnFailureAsync(vmLocking, destinationLocking).ConfigureAwait(false);
+        return (vmLock, await destinationLocking.ConfigureAwait(false));
+    }
+
+    /// <summary>Opens the VM's disk and inspects the destination (both at once); refuses a destination that is not ours or is in use.</summary>
+    private async Task<(DestinationStat Stat, CloneSidecar? Sidecar)> OpenAsync(PointInTimeSource source, CloneDestination destination, CancellationToken cancellationToken)
+    {
         var opening = source.OpenAsync(Request.Drive, cancellationToken);
         var inspecting = InspectAsync(destination, cancellationToken);
         await Task.WhenAll(opening, inspecting).ConfigureAwait(false);
-        var (destinationStat, sidecar) = await inspecting.ConfigureAwait(false);
-        CheckOwnership(source, destination, destinationStat, sidecar);
-        if (destinationStat.Kind != DestinationKind.Missing)
+        var (stat, sidecar) = await inspecting.ConfigureAwait(false);
+        CheckOwnership(source, destination, stat, sidecar);
+        if (stat.Kind != DestinationKind.Missing)
         {
             // A clone someone booted (or exported) is a disk in use: patching or replacing it under the holder corrupts it.
-            await Storage.ImageLocks.EnsureNotInUseAsync(destinationHost, destination.Path, "to overwrite it with a clone", cancellationToken).ConfigureAwait(false);
+            await Storage.ImageLocks.EnsureNotInUseAsync(destination.Host, destination.Path, "to overwrite it with a clone", cancellationToken).ConfigureAwait(false);
         }
 
+        return (stat, sidecar);
+    }
+
+    /// <summary>State an interrupted run left: refused without -Repair, repaired (and checked again) with it; a partial file nobody can resume from is deleted.</summary>
+    private async Task SettleStaleStateAsync(PointInTimeSource source, CloneDestination destination, CloneSidecar? sidecar, CancellationToken cancellationToken)
+    {
+        var vm = Request.VirtualMachine;
         Progress("Checking for state left by an interrupted clone", 1);
         var findings = await source.FindStaleStateAsync(sidecar?.Chain, cancellationToken).ConfigureAwait(false);
         if (findings.Count > 0)
@@ -125,181 +170,199 @@ public sealed class NbdCloneOperation
             var stray = await destination.StatAsync(destination.PartialPath, cancellationToken).ConfigureAwait(false);
             if (stray.Kind != DestinationKind.Missing)
             {
-                OperationContext.Reporter.Verbose($"[{destinationHost.Name}] deleting '{destination.PartialPath}' left by an interrupted run");
+                OperationContext.Reporter.Verbose($"[{destination.Host.Name}] deleting '{destination.PartialPath}' left by an interrupted run");
                 await destination.DeleteAsync(destination.PartialPath, cancellationToken).ConfigureAwait(false);
             }
         }
+    }
 
+    /// <summary>Full or incremental, from which checkpoint, and the new checkpoint's chain and generation.</summary>
+    private async Task<RunState> DecideAsync(PointInTimeSource source, CloneDestination destination, DestinationStat stat, CloneSidecar? sidecar, CancellationToken cancellationToken)
+    {
         // What the VM has: its checkpoints, and whose chain the destination's metadata names.
         var existing = source.SupportsCheckpoints ? await source.GetCheckpointsAsync(cancellationToken).ConfigureAwait(false) : Array.Empty<DiskCheckpoint>();
         var copiedFrom = await ForeignChainAsync(source, destination, sidecar, cancellationToken).ConfigureAwait(false);
 
-        // Full or incremental?
-        string? incrementalFrom = null;
-        string? fallbackReason = null;
-        var resume = false;
-        if (Request.Incremental)
-        {
-            (incrementalFrom, resume, fallbackReason) = copiedFrom is not null
-                ? (null, false, $"the clone metadata {destination.SidecarPath} names checkpoint chain '{copiedFrom.Chain}', which belongs to the clone {copiedFrom.Destination} (the metadata was copied from it, or the clone was moved); this destination starts a chain of its own")
-                : await PlanIncrementalAsync(source, destination, destinationStat, sidecar, existing, cancellationToken).ConfigureAwait(false);
-            if (fallbackReason is not null)
-            {
-                OperationContext.Reporter.Warning($"{vm.DisplayName}, disk '{source.Disk.Drive}': an incremental clone is not possible, making a full clone instead: {fallbackReason}.");
-            }
-        }
-
         // A new checkpoint never takes the name of one the VM has: a destination restored from an older copy carries an
-        // older generation than the VM's newest of its chain (which the commit below then replaces).
+        // older generation than the VM's newest of its chain (which the commit then replaces).
         var chain = copiedFrom is null && sidecar?.Chain is { Length: > 0 } known ? known : CloneNames.NewChain();
         var generation = CloneNames.NextGeneration(chain, copiedFrom is null ? sidecar?.Generation ?? 0 : 0, existing.Select(c => c.Name));
-        var newCheckpoint = source.SupportsCheckpoints ? CloneNames.Checkpoint(chain, generation) : null;
+        var run = new RunState(source, destination, sidecar, chain, generation)
+        {
+            NewCheckpoint = source.SupportsCheckpoints ? CloneNames.Checkpoint(chain, generation) : null,
+        };
         if (!source.SupportsCheckpoints)
         {
-            OperationContext.Reporter.Verbose($"{vm.DisplayName}, disk '{source.Disk.Drive}' is {source.Disk.Format ?? "not qcow2"}: no checkpoint is created (dirty bitmaps persist only in qcow2), so every clone of it is full.");
+            OperationContext.Reporter.Verbose($"{Request.VirtualMachine.DisplayName}, disk '{source.Disk.Drive}' is {source.Disk.Format ?? "not qcow2"}: no checkpoint is created (dirty bitmaps persist only in qcow2), so every clone of it is full.");
         }
 
-        var address = await ExportAddressResolver.ResolveAsync(vm.Host, destinationHost, Request.ExportAddress, cancellationToken).ConfigureAwait(false);
-        var run = new RunState(source, destination, sidecar, chain, generation);
+        if (Request.Incremental)
+        {
+            var (from, resume, reason) = copiedFrom is not null
+                ? (null, false, $"the clone metadata {destination.SidecarPath} names checkpoint chain '{copiedFrom.Chain}', which belongs to the clone {copiedFrom.Destination} (the metadata was copied from it, or the clone was moved); this destination starts a chain of its own")
+                : await PlanIncrementalAsync(source, destination, stat, sidecar, existing, cancellationToken).ConfigureAwait(false);
+            (run.Base, run.Resume) = (from, resume);
+            if (reason is not null)
+            {
+                FallBackToFull(run, reason);
+            }
+        }
+
+        return run;
+    }
+
+    /// <summary>An incremental is not possible: the run makes a full clone, says why, and the result keeps the reason.</summary>
+    private void FallBackToFull(RunState run, string reason)
+    {
+        (run.Base, run.Resume, run.FallbackReason) = (null, false, reason);
+        OperationContext.Reporter.Warning($"{Request.VirtualMachine.DisplayName}, disk '{run.Source.Disk.Drive}': an incremental clone is not possible, making a full clone instead: {reason}.");
+    }
+
+    /// <summary>Starts the point in time; if the VM refuses the incremental's checkpoint, falls back to a full clone under a new run id.</summary>
+    private async Task<PointInTimeExport> StartPointInTimeAsync(RunState run, string runId, string address, CancellationToken cancellationToken)
+    {
+        Progress("Starting the point-in-time export", 2);
+        var request = new PointInTimeRequest { RunId = runId, NewCheckpoint = run.NewCheckpoint, IncrementalFrom = run.Base, Address = address, Ports = Request.PortRange };
+        PointInTimeExport export;
         try
         {
-            Progress("Starting the point-in-time export", 2);
-            PointInTimeExport export;
+            export = await run.Source.StartAsync(request, cancellationToken).ConfigureAwait(false);
+        }
+        catch (IncrementalUnavailableException ex)
+        {
+            FallBackToFull(run, ex.Reason);
+            await run.Source.StopAsync(cancellationToken).ConfigureAwait(false);
+            export = await run.Source.StartAsync(request.AsFull(), cancellationToken).ConfigureAwait(false);
+        }
+
+        run.Mode = run.Base is null ? CloneMode.Full : CloneMode.Incremental;
+        return export;
+    }
+
+    /// <summary>The copy on the destination host, watched: if the point in time ends meanwhile, what was copied is not one instant.</summary>
+    private Task<CopyOutcome> CopyAsync(RunState run, PointInTimeExport export, string target, CancellationToken cancellationToken)
+    {
+        var host = run.Destination.Host;
+        var status = run.Mode == CloneMode.Full
+            ? $"Copying (full) {export.Address} to {host.Name}:{target}"
+            : $"Copying the blocks written since {run.Base} to {host.Name}:{target}";
+        void CopyProgress(double percent) => Progress(status, 5 + (int)(percent * 0.85));
+        return WatchedAsync(run.Source, token => run.Mode == CloneMode.Full
+                ? Copier.CopyFullAsync(host, export.Address, target, run.Destination.IsBlockDevice, Request.Connections, Request.CopyTimeout, DestinationLockPath, CopyProgress, token)
+                : Copier.CopyDirtyAsync(host, export.Address, export.DirtyMetaContext!, target, Request.CopyTimeout, DestinationLockPath, CopyProgress, token),
+            cancellationToken);
+    }
+
+    /// <summary>Checks the point in time lasted to the end of the copy, then releases it.</summary>
+    private async Task ReleaseAsync(PointInTimeSource source, CancellationToken cancellationToken)
+    {
+        var vm = Request.VirtualMachine;
+        if (await ProbeAsync(source, cancellationToken).ConfigureAwait(false) is { } ended)
+        {
+            throw new CloneFailedException($"The point-in-time export of {vm.DisplayName} ended before the copy was released ({ended}); the copy cannot be trusted.", vm.Host.Name, vm.Name);
+        }
+
+        Progress("Releasing the point in time", 97);
+        await source.StopAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The file at the final name is complete from here on; then the metadata, the chain record and the checkpoint rotation.</summary>
+    private async Task PromoteAsync(RunState run, string target, string? checksum, CancellationToken cancellationToken)
+    {
+        var (vm, source, destination) = (Request.VirtualMachine, run.Source, run.Destination);
+        if (!destination.IsBlockDevice)
+        {
+            await destination.MoveAsync(target, destination.Path, cancellationToken).ConfigureAwait(false);
+        }
+
+        run.Promoted = true;
+        var finalStat = await destination.StatAsync(destination.Path, cancellationToken).ConfigureAwait(false);
+        var checkpointXml = source.NewCheckpoint is null ? null : await source.GetCheckpointXmlAsync(source.NewCheckpoint, cancellationToken).ConfigureAwait(false);
+        await destination.WriteSidecarAsync(new CloneSidecar
+        {
+            State = "complete",
+            Chain = run.Chain,
+            Generation = run.Generation,
+            Checkpoint = source.NewCheckpoint,
+            CheckpointXml = checkpointXml,
+            Source = SourceOf(source),
+            File = destination.IsBlockDevice ? new SidecarFile { Size = finalStat.Size } : new SidecarFile { Size = finalStat.Size, Inode = finalStat.Inode, ModifiedNs = finalStat.ModifiedNs },
+            Checksum = checksum,
+            Mode = run.Mode.ToString(),
+        }, cancellationToken).ConfigureAwait(false);
+
+        if (source.NewCheckpoint is not null)
+        {
             try
             {
-                export = await source.StartAsync(runId, newCheckpoint, incrementalFrom, address, Request.PortRange, cancellationToken).ConfigureAwait(false);
-            }
-            catch (IncrementalUnavailableException ex)
-            {
-                fallbackReason = ex.Reason;
-                OperationContext.Reporter.Warning($"{vm.DisplayName}, disk '{source.Disk.Drive}': an incremental clone is not possible, making a full clone instead: {ex.Reason}.");
-                await source.StopAsync(cancellationToken).ConfigureAwait(false);
-                incrementalFrom = null;
-                resume = false;
-                runId = CloneNames.NewRunId();
-                export = await source.StartAsync(runId, newCheckpoint, null, address, Request.PortRange, cancellationToken).ConfigureAwait(false);
-            }
-
-            run.Mode = incrementalFrom is null ? CloneMode.Full : CloneMode.Incremental;
-            run.Base = incrementalFrom;
-            var target = await PrepareTargetAsync(run, resume, cancellationToken).ConfigureAwait(false);
-
-            // Copy, watching the point in time the whole time: if it ends, what was copied is not one instant.
-            var copyClock = Stopwatch.StartNew();
-            var outcome = await WatchedAsync(source, token => run.Mode == CloneMode.Full
-                    ? Copier.CopyFullAsync(destinationHost, export.Address, target, destination.IsBlockDevice, Request.Connections, Request.CopyTimeout, DestinationLockPath,
-                        p => Progress($"Copying (full) {export.Address} to {destinationHost.Name}:{target}", 5 + (int)(p * 0.85)), token)
-                    : Copier.CopyDirtyAsync(destinationHost, export.Address, export.DirtyMetaContext!, target, Request.CopyTimeout, DestinationLockPath,
-                        p => Progress($"Copying the blocks written since {incrementalFrom} to {destinationHost.Name}:{target}", 5 + (int)(p * 0.85)), token),
-                cancellationToken).ConfigureAwait(false);
-            copyClock.Stop();
-
-            string? checksum = null;
-            if (Request.Verify)
-            {
-                checksum = await VerifyAsync(source, export, destinationHost, target, cancellationToken).ConfigureAwait(false);
-            }
-
-            if (await ProbeAsync(source, cancellationToken).ConfigureAwait(false) is { } ended)
-            {
-                throw new CloneFailedException($"The point-in-time export of {vm.DisplayName} ended before the copy was released ({ended}); the copy cannot be trusted.", vm.Host.Name, vm.Name);
-            }
-
-            Progress("Releasing the point in time", 97);
-            await source.StopAsync(cancellationToken).ConfigureAwait(false);
-
-            // Promote: the file at the final name is complete from here on; then the sidecar, then the checkpoint rotation.
-            if (!destination.IsBlockDevice)
-            {
-                await destination.MoveAsync(target, destination.Path, cancellationToken).ConfigureAwait(false);
-            }
-
-            run.Promoted = true;
-            var finalStat = await destination.StatAsync(destination.Path, cancellationToken).ConfigureAwait(false);
-            var checkpointXml = source.NewCheckpoint is null ? null : await source.GetCheckpointXmlAsync(source.NewCheckpoint, cancellationToken).ConfigureAwait(false);
-            await destination.WriteSidecarAsync(new CloneSidecar
-            {
-                State = "complete",
-                Chain = chain,
-                Generation = generation,
-                Checkpoint = source.NewCheckpoint,
-                CheckpointXml = checkpointXml,
-                Source = SourceOf(source),
-                File = destination.IsBlockDevice ? new SidecarFile { Size = finalStat.Size } : new SidecarFile { Size = finalStat.Size, Inode = finalStat.Inode, ModifiedNs = finalStat.ModifiedNs },
-                Checksum = checksum,
-                Mode = run.Mode.ToString(),
-            }, cancellationToken).ConfigureAwait(false);
-
-            if (source.NewCheckpoint is not null)
-            {
-                try
+                await new CloneChainRecord
                 {
-                    await new CloneChainRecord
-                    {
-                        Chain = chain,
-                        VM = vm.Name,
-                        Drive = source.Disk.Drive,
-                        DestinationHost = Request.DestinationSession.HostName,
-                        DestinationPath = destination.Path,
-                        SidecarPath = destination.SidecarPath,
-                    }.WriteAsync(vm.Host, Request.StateDirectory, cancellationToken).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (ex is ReplicaException or IOException)
-                {
-                    OperationContext.Reporter.Warning($"The clone is complete, but the record of its checkpoint chain could not be written on host '{vm.Host.Name}' ({ex.Message}); Get-DiskCheckpoint cannot tell whether '{source.NewCheckpoint}' is orphaned.");
-                }
-            }
-
-            try
-            {
-                await source.CommitCheckpointsAsync(chain, cancellationToken).ConfigureAwait(false);
+                    Chain = run.Chain,
+                    VM = vm.Name,
+                    Drive = source.Disk.Drive,
+                    DestinationHost = Request.DestinationSession.HostName,
+                    DestinationPath = destination.Path,
+                    SidecarPath = destination.SidecarPath,
+                }.WriteAsync(vm.Host, Request.StateDirectory, cancellationToken).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is ReplicaException or IOException)
             {
-                OperationContext.Reporter.Warning($"The clone is complete, but the previous checkpoint of {vm.DisplayName} could not be deleted ({ex.Message}). The next run reports it as stale; -Repair deletes it.");
+                OperationContext.Reporter.Warning($"The clone is complete, but the record of its checkpoint chain could not be written on host '{vm.Host.Name}' ({ex.Message}); Get-DiskCheckpoint cannot tell whether '{source.NewCheckpoint}' is orphaned.");
             }
-
-            Progress("Done", 100);
-            reporter.Progress(new OperationProgress("Invoke-NbdClone", "Done", 100, Completed: true));
-            var duration = clock.Elapsed;
-            var copied = outcome.BytesCopied >= 0 ? outcome.BytesCopied : export.Size;
-            return new CloneResult(vm.Target)
-            {
-                Drive = source.Disk.Drive,
-                Destination = destination.Path,
-                DestinationHost = destinationHost.Name,
-                Mode = run.Mode,
-                Checkpoint = source.NewCheckpoint,
-                FallbackReason = fallbackReason,
-                BytesTotal = export.Size,
-                BytesCopied = copied,
-                BytesZeroed = outcome.BytesZeroed,
-                BytesSkipped = Math.Max(0, export.Size - copied - outcome.BytesZeroed),
-                Duration = duration,
-                CopyDuration = copyClock.Elapsed,
-                ThroughputMBps = Math.Round(export.Size / 1048576.0 / Math.Max(duration.TotalSeconds, 0.001), 1),
-                Verified = checksum is not null,
-                Checksum = checksum,
-                Copier = outcome.Copier,
-                Generation = generation,
-                StartTime = started,
-                DestinationSession = Request.DestinationSession,
-            };
         }
-        catch (Exception ex)
+
+        try
         {
-            var kept = await CleanUpAfterFailureAsync(run, ex).ConfigureAwait(false);
-            if (ex is OperationCanceledException)
-            {
-                throw;
-            }
-
-            var what = ex is CloneVerificationException ? "The verification failed" : "The clone failed";
-            var message = $"{what}: {ex.Message} {vm.DisplayName} continues on its original disk with every write. {kept}";
-            throw ex is CloneVerificationException verify
-                ? new CloneVerificationException(message, verify.HostName ?? destinationHost.Name, destination.Path)
-                : new CloneFailedException(message, (ex as ReplicaException)?.HostName ?? vm.Host.Name, destination.Path, ex);
+            await source.CommitCheckpointsAsync(run.Chain, cancellationToken).ConfigureAwait(false);
         }
+        catch (Exception ex) when (ex is ReplicaException or IOException)
+        {
+            OperationContext.Reporter.Warning($"The clone is complete, but the previous checkpoint of {vm.DisplayName} could not be deleted ({ex.Message}). The next run reports it as stale; -Repair deletes it.");
+        }
+    }
+
+    private CloneResult Result(RunState run, PointInTimeExport export, CopyOutcome outcome, string? checksum, DateTimeOffset started, TimeSpan duration, TimeSpan copyDuration)
+    {
+        var copied = outcome.BytesCopied >= 0 ? outcome.BytesCopied : export.Size;
+        return new CloneResult(Request.VirtualMachine.Target)
+        {
+            Drive = run.Source.Disk.Drive,
+            Destination = run.Destination.Path,
+            DestinationHost = run.Destination.Host.Name,
+            Mode = run.Mode,
+            Checkpoint = run.Source.NewCheckpoint,
+            FallbackReason = run.FallbackReason,
+            BytesTotal = export.Size,
+            BytesCopied = copied,
+            BytesZeroed = outcome.BytesZeroed,
+            BytesSkipped = Math.Max(0, export.Size - copied - outcome.BytesZeroed),
+            Duration = duration,
+            CopyDuration = copyDuration,
+            ThroughputMBps = Math.Round(export.Size / 1048576.0 / Math.Max(duration.TotalSeconds, 0.001), 1),
+            Verified = checksum is not null,
+            Checksum = checksum,
+            Copier = outcome.Copier,
+            Generation = run.Generation,
+            StartTime = started,
+            DestinationSession = Request.DestinationSession,
+        };
+    }
+
+    /// <summary>Cleans up after a failure and returns the error to throw: what failed, that the VM lost no write, and what was kept.</summary>
+    private async Task<Exception> FailedAsync(RunState run, Exception failure)
+    {
+        var kept = await CleanUpAfterFailureAsync(run, failure).ConfigureAwait(false);
+        if (failure is OperationCanceledException)
+        {
+            return failure;
+        }
+
+        var vm = Request.VirtualMachine;
+        var what = failure is CloneVerificationException ? "The verification failed" : "The clone failed";
+        var message = $"{what}: {failure.Message} {vm.DisplayName} continues on its original disk with every write. {kept}";
+        return failure is CloneVerificationException verify
+            ? new CloneVerificationException(message, verify.HostName ?? run.Destination.Host.Name, run.Destination.Path)
+            : new CloneFailedException(message, (failure as ReplicaException)?.HostName ?? vm.Host.Name, run.Destination.Path, failure);
     }
 
     private static async Task<(DestinationStat Stat, CloneSidecar? Sidecar)> InspectAsync(CloneDestination destination, CancellationToken cancellationToken)
@@ -509,7 +572,7 @@ public sealed class NbdCloneOperation
     }
 
     /// <summary>Decides where the copy writes and records, before anything is written, what a failure would leave.</summary>
-    private async Task<string> PrepareTargetAsync(RunState run, bool resume, CancellationToken cancellationToken)
+    private async Task<string> PrepareTargetAsync(RunState run, CancellationToken cancellationToken)
     {
         var destination = run.Destination;
         if (run.Mode == CloneMode.Full)
@@ -525,7 +588,7 @@ public sealed class NbdCloneOperation
             return destination.PartialPath;
         }
 
-        if (destination.IsBlockDevice || resume)
+        if (destination.IsBlockDevice || run.Resume)
         {
             await MarkIncompleteAsync(run, run.Base, cancellationToken).ConfigureAwait(false);
             run.Partial = destination.IsBlockDevice ? PartialKind.None : PartialKind.Resumable;
@@ -743,7 +806,17 @@ public sealed class NbdCloneOperation
 
         public CloneMode Mode { get; set; }
 
+        /// <summary>The checkpoint an incremental starts from; null for a full clone.</summary>
         public string? Base { get; set; }
+
+        /// <summary>The incremental finishes an interrupted one in the partial file.</summary>
+        public bool Resume { get; set; }
+
+        /// <summary>Why an -Incremental run makes a full clone, if it does.</summary>
+        public string? FallbackReason { get; set; }
+
+        /// <summary>The checkpoint this run creates (null for disks that cannot hold one).</summary>
+        public string? NewCheckpoint { get; init; }
 
         public PartialKind Partial { get; set; }
 

@@ -7,6 +7,28 @@ namespace ReplicaTools.Core.Clone;
 /// <summary>A running point-in-time export: where the destination reads it and, for an incremental, which meta context marks the dirty blocks.</summary>
 public sealed record PointInTimeExport(NbdExportAddress Address, string? DirtyMetaContext, long Size);
 
+/// <summary>What <see cref="PointInTimeSource.StartAsync"/> starts: the run, the checkpoint rotation and where the export listens.</summary>
+public sealed class PointInTimeRequest
+{
+    /// <summary>Names the run's objects (jobs, nodes, exports, scratch files): <see cref="CloneNames.NewRunId"/>.</summary>
+    public required string RunId { get; init; }
+
+    /// <summary>The checkpoint to create atomically with the point in time; null for a disk that cannot hold one (raw).</summary>
+    public string? NewCheckpoint { get; init; }
+
+    /// <summary>The checkpoint an incremental starts from (its dirty blocks are exported); null for a full clone.</summary>
+    public string? IncrementalFrom { get; init; }
+
+    /// <summary>The address the NBD export listens on (and the destination connects to).</summary>
+    public required string Address { get; init; }
+
+    /// <summary>The NBD ports to pick from (random order, retried while taken).</summary>
+    public (int First, int Last) Ports { get; init; } = (10900, 11899);
+
+    /// <summary>The same request for a full clone (the incremental was refused), under a new run id.</summary>
+    public PointInTimeRequest AsFull() => new() { RunId = CloneNames.NewRunId(), NewCheckpoint = NewCheckpoint, Address = Address, Ports = Ports };
+}
+
 /// <summary>An incremental cannot start from the given checkpoint (missing, inconsistent, refused by QEMU or libvirt); the clone falls back to full.</summary>
 public sealed class IncrementalUnavailableException(string reason, Exception? inner = null) : Exception(reason, inner)
 {
@@ -62,7 +84,7 @@ public abstract class PointInTimeSource : IAsyncDisposable
     public abstract Task<string?> CheckpointProblemAsync(string checkpoint, string? savedXml, CancellationToken cancellationToken);
 
     /// <summary>Freezes the disk, creates <paramref name="newCheckpoint"/> atomically with the point in time, exports read-only over NBD.</summary>
-    public abstract Task<PointInTimeExport> StartAsync(string runId, string? newCheckpoint, string? incrementalFrom, string address, (int First, int Last) ports, CancellationToken cancellationToken);
+    public abstract Task<PointInTimeExport> StartAsync(PointInTimeRequest request, CancellationToken cancellationToken);
 
     /// <summary>Null while the point-in-time export is intact; otherwise what happened to it (the copy is then invalid).</summary>
     public abstract Task<string?> CheckAliveAsync(CancellationToken cancellationToken);

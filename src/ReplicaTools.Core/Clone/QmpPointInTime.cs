@@ -96,7 +96,7 @@ public sealed class QmpPointInTime : PointInTimeSource
             var id = job.GetProperty("device").GetString();
             if (CloneNames.IsCloneObject(id))
             {
-                findings.Add(new StaleFinding("block job", id!, $"{job.GetProperty("type").GetString()}, {job.GetProperty("status").GetString()}: a point-in-time view that was never released"));
+                findings.Add(new StaleFinding(StaleStateKind.BlockJob, id!, $"{job.GetProperty("type").GetString()}, {job.GetProperty("status").GetString()}: a point-in-time view that was never released"));
             }
         }
 
@@ -105,7 +105,7 @@ public sealed class QmpPointInTime : PointInTimeSource
             var id = export.GetProperty("id").GetString();
             if (CloneNames.IsCloneObject(id))
             {
-                findings.Add(new StaleFinding("NBD export", id!, $"of node {export.GetProperty("node-name").GetString()}"));
+                findings.Add(new StaleFinding(StaleStateKind.NbdExport, id!, $"of node {export.GetProperty("node-name").GetString()}"));
             }
         }
 
@@ -115,7 +115,7 @@ public sealed class QmpPointInTime : PointInTimeSource
             var name = node.GetProperty("node-name").GetString();
             if (CloneNames.IsCloneObject(name))
             {
-                findings.Add(new StaleFinding("block node", name!, $"{node.GetProperty("drv").GetString()}, {(node.TryGetProperty("file", out var file) ? file.GetString() : "?")}"));
+                findings.Add(new StaleFinding(StaleStateKind.BlockNode, name!, $"{node.GetProperty("drv").GetString()}, {(node.TryGetProperty("file", out var file) ? file.GetString() : "?")}"));
             }
         }
 
@@ -123,7 +123,7 @@ public sealed class QmpPointInTime : PointInTimeSource
             var checkpoints = ParseBitmaps(nodes);
             foreach (var disabled in checkpoints.Where(c => c.IsCloneCheckpoint && c.Recording == false && c.DirtyBytes is not null))
             {
-                findings.Add(new StaleFinding("disabled bitmap", disabled.Name, "a checkpoint rotation was interrupted: this bitmap stopped recording and the new one was not committed"));
+                findings.Add(new StaleFinding(StaleStateKind.DisabledBitmap, disabled.Name, "a checkpoint rotation was interrupted: this bitmap stopped recording and the new one was not committed"));
             }
 
             if (chain is not null)
@@ -131,53 +131,68 @@ public sealed class QmpPointInTime : PointInTimeSource
                 var links = Chain(checkpoints, chain);
                 if (links.Count > 1)
                 {
-                    findings.Add(new StaleFinding("checkpoint rotation", string.Join(", ", links.Select(l => l.Name)), "more than one bitmap of this destination's chain: the last run did not finish"));
+                    findings.Add(new StaleFinding(StaleStateKind.CheckpointRotation, string.Join(", ", links.Select(l => l.Name)), "more than one bitmap of this destination's chain: the last run did not finish"));
                 }
             }
         }
 
         foreach (var file in await FindScratchFilesAsync(cancellationToken).ConfigureAwait(false))
         {
-            findings.Add(new StaleFinding("scratch file", file, $"on host '{Host.Name}'"));
+            findings.Add(new StaleFinding(StaleStateKind.ScratchFile, file, $"on host '{Host.Name}'"));
         }
 
         return findings;
     }
 
+    /// <summary>
+    /// Settles what an interrupted run left, in dependency order: exports, jobs (their filters go with them, no guest write
+    /// is lost), scratch nodes, an NBD server nothing uses any more, the checkpoint rotation, scratch files.
+    /// </summary>
     public override async Task RepairAsync(IReadOnlyList<StaleFinding> findings, string? chain, string? keep, CancellationToken cancellationToken)
     {
         var report = OperationContext.Reporter;
-        foreach (var export in findings.Where(f => f.Kind == "NBD export"))
+        IEnumerable<StaleFinding> Of(StaleStateKind kind) => findings.Where(f => f.Type == kind);
+        foreach (var export in Of(StaleStateKind.NbdExport))
         {
             report.Warning($"Repair: removing the stale NBD export '{export.Name}' on {Vm.DisplayName}.");
-            await TryExecuteAsync("block-export-del", new JsonObject { ["id"] = export.Name, ["mode"] = "hard" }, cancellationToken).ConfigureAwait(false);
-            await WaitUntilGoneAsync("query-block-exports", "id", export.Name, cancellationToken).ConfigureAwait(false);
+            await RemoveExportAsync(export.Name, cancellationToken).ConfigureAwait(false);
         }
 
-        foreach (var job in findings.Where(f => f.Kind == "block job"))
+        foreach (var job in Of(StaleStateKind.BlockJob))
         {
-            // Cancelling a fleecing job removes its copy-before-write filter; the guest keeps writing to the disk node as always.
             report.Warning($"Repair: cancelling the stale point-in-time job '{job.Name}' on {Vm.DisplayName} (its filter is removed; no guest write is lost).");
-            await TryExecuteAsync("job-cancel", new JsonObject { ["id"] = job.Name }, cancellationToken).ConfigureAwait(false);
-            await WaitUntilGoneAsync("query-block-jobs", "device", job.Name, cancellationToken).ConfigureAwait(false);
+            await CancelJobAsync(job.Name, cancellationToken).ConfigureAwait(false);
         }
 
-        foreach (var node in findings.Where(f => f.Kind == "block node" && f.Name.EndsWith("-fleece", StringComparison.Ordinal)))
+        foreach (var node in Of(StaleStateKind.BlockNode).Where(n => n.Name.EndsWith("-fleece", StringComparison.Ordinal)))
         {
             report.Warning($"Repair: deleting the stale scratch node '{node.Name}' on {Vm.DisplayName}.");
-            await TryExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = node.Name }, cancellationToken).ConfigureAwait(false);
+            await TryExecuteAsync("blockdev-del", NodeArguments(node.Name), cancellationToken).ConfigureAwait(false);
         }
 
-        if (findings.Any(f => f.Kind == "NBD export"))
+        if (Of(StaleStateKind.NbdExport).Any() && (await ExecuteAsync("query-block-exports", null, cancellationToken).ConfigureAwait(false)).GetArrayLength() == 0)
         {
-            var exports = await ExecuteAsync("query-block-exports", null, cancellationToken).ConfigureAwait(false);
-            if (exports.GetArrayLength() == 0)
-            {
-                // The NBD server was started by the interrupted run; with no exports left nothing else uses it.
-                await TryExecuteAsync("nbd-server-stop", null, cancellationToken).ConfigureAwait(false);
-            }
+            // The NBD server was started by the interrupted run; with no exports left nothing else uses it.
+            await TryExecuteAsync("nbd-server-stop", null, cancellationToken).ConfigureAwait(false);
         }
 
+        await SettleRotationsAsync(chain, keep, cancellationToken).ConfigureAwait(false);
+        var scratch = Of(StaleStateKind.ScratchFile).Select(f => f.Name).ToList();
+        if (scratch.Count > 0)
+        {
+            report.Warning($"Repair: deleting scratch files on host '{Host.Name}': {string.Join(", ", scratch)}.");
+            await DeleteFilesAsync(scratch, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// An unfinished checkpoint rotation, chain by chain: the keeper (the checkpoint the destination's metadata names, or
+    /// the disabled base) survives; older bitmaps go; newer ones are merged back into a disabled keeper (which records
+    /// again) or removed when uncommitted.
+    /// </summary>
+    private async Task SettleRotationsAsync(string? chain, string? keep, CancellationToken cancellationToken)
+    {
+        var report = OperationContext.Reporter;
         await ResolveDiskAsync(null, cancellationToken).ConfigureAwait(false);
         var checkpoints = await GetCheckpointsAsync(cancellationToken).ConfigureAwait(false);
         foreach (var group in checkpoints.Where(c => c.IsCloneCheckpoint).GroupBy(c => c.Chain!))
@@ -194,7 +209,7 @@ public sealed class QmpPointInTime : PointInTimeSource
             foreach (var older in links.Where(l => keeper is not null && l.Generation < keeper.Generation))
             {
                 report.Warning($"Repair: removing the superseded bitmap '{older.Name}' on {Vm.DisplayName}.");
-                await TryExecuteAsync("block-dirty-bitmap-remove", new JsonObject { ["node"] = Node, ["name"] = older.Name }, cancellationToken).ConfigureAwait(false);
+                await TryExecuteAsync("block-dirty-bitmap-remove", BitmapArguments(Node, older.Name), cancellationToken).ConfigureAwait(false);
             }
 
             var newer = links.Where(l => keeper is null || l.Generation > keeper.Generation).ToList();
@@ -203,17 +218,17 @@ public sealed class QmpPointInTime : PointInTimeSource
                 if (newer.Count == 0)
                 {
                     report.Warning($"Repair: removing the disabled bitmap '{keeper.Name}' on {Vm.DisplayName}: it missed writes and nothing can complete it (the next clone is full).");
-                    await TryExecuteAsync("block-dirty-bitmap-remove", new JsonObject { ["node"] = Node, ["name"] = keeper.Name }, cancellationToken).ConfigureAwait(false);
+                    await TryExecuteAsync("block-dirty-bitmap-remove", BitmapArguments(Node, keeper.Name), cancellationToken).ConfigureAwait(false);
                     continue;
                 }
 
                 // Roll the rotation back: the newer bitmaps hold the writes since the keeper stopped recording.
                 report.Warning($"Repair: rolling back the interrupted rotation on {Vm.DisplayName}: merging {string.Join(", ", newer.Select(n => n.Name))} into '{keeper.Name}' and re-enabling it.");
-                var actions = new JsonArray { Action("block-dirty-bitmap-enable", new JsonObject { ["node"] = Node, ["name"] = keeper.Name }) };
+                var actions = new JsonArray { Action("block-dirty-bitmap-enable", BitmapArguments(Node, keeper.Name)) };
                 actions.Add(Action("block-dirty-bitmap-merge", new JsonObject { ["node"] = Node, ["target"] = keeper.Name, ["bitmaps"] = new JsonArray(newer.Select(n => (JsonNode)JsonValue.Create(n.Name)!).ToArray()) }));
                 foreach (var n in newer)
                 {
-                    actions.Add(Action("block-dirty-bitmap-remove", new JsonObject { ["node"] = Node, ["name"] = n.Name }));
+                    actions.Add(Action("block-dirty-bitmap-remove", BitmapArguments(Node, n.Name)));
                 }
 
                 await ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, cancellationToken).ConfigureAwait(false);
@@ -223,16 +238,10 @@ public sealed class QmpPointInTime : PointInTimeSource
             foreach (var n in newer.Where(n => keeper is not null || group.Key == chain))
             {
                 report.Warning($"Repair: removing the uncommitted bitmap '{n.Name}' on {Vm.DisplayName}.");
-                await TryExecuteAsync("block-dirty-bitmap-remove", new JsonObject { ["node"] = Node, ["name"] = n.Name }, cancellationToken).ConfigureAwait(false);
+                await TryExecuteAsync("block-dirty-bitmap-remove", BitmapArguments(Node, n.Name), cancellationToken).ConfigureAwait(false);
             }
         }
 
-        var scratch = findings.Where(f => f.Kind == "scratch file").Select(f => f.Name).ToList();
-        if (scratch.Count > 0)
-        {
-            report.Warning($"Repair: deleting scratch files on host '{Host.Name}': {string.Join(", ", scratch)}.");
-            await DeleteFilesAsync(scratch, cancellationToken).ConfigureAwait(false);
-        }
     }
 
     public override async Task<IReadOnlyList<DiskCheckpoint>> GetCheckpointsAsync(CancellationToken cancellationToken)
@@ -292,17 +301,33 @@ public sealed class QmpPointInTime : PointInTimeSource
             : null;
     }
 
-    public override async Task<PointInTimeExport> StartAsync(string runId, string? newCheckpoint, string? incrementalFrom, string address, (int First, int Last) ports, CancellationToken cancellationToken)
+    /// <summary>
+    /// The point in time in four steps: the scratch image (while QEMU's NBD server starts), the scratch node over the
+    /// live disk, the freeze (bitmap rotation and fleecing in one transaction), the read-only export. Each step records
+    /// what it made, so <see cref="StopAsync"/> undoes exactly that after any failure.
+    /// </summary>
+    public override async Task<PointInTimeExport> StartAsync(PointInTimeRequest request, CancellationToken cancellationToken)
     {
-        this.runId = runId;
-        var fleece = CloneNames.FleeceNode(runId);
+        runId = request.RunId;
         scratchFile = CloneNames.ScratchFile(ScratchDirectory, VmKey, runId);
+        await CreateScratchWhileServerStartsAsync(request, cancellationToken).ConfigureAwait(false);
+        await ExecuteAsync("blockdev-add", FleeceNodeArguments(runId, scratchFile, Node), cancellationToken).ConfigureAwait(false);
+        fleeceAdded = true;
+        await FreezeAsync(request, cancellationToken).ConfigureAwait(false);
+        await ExecuteAsync("block-export-add", ExportArguments(runId, request.IncrementalFrom), cancellationToken).ConfigureAwait(false);
+        exportAdded = true;
+        OperationContext.Reporter.Verbose($"[{Host.Name}] point in time of {Vm.DisplayName} disk '{Disk.Drive}' exported as nbd://{request.Address}:{serverPort}/{CloneNames.Export(runId)}");
+        return new PointInTimeExport(new NbdExportAddress(request.Address, serverPort, CloneNames.Export(runId)),
+            request.IncrementalFrom is null ? null : "qemu:dirty-bitmap:" + request.IncrementalFrom, VirtualSize);
+    }
 
-        // The scratch image is made while the NBD server starts (it costs a process on the VM host).
-        var creatingScratch = Host.RunAsync(new CommandSpec("qemu-img", "create", "-q", "-f", "qcow2", scratchFile, VirtualSize.ToString(CultureInfo.InvariantCulture)) { Timeout = TimeSpan.FromMinutes(2) }, cancellationToken);
+    /// <summary>The scratch image is made while the NBD server starts (it costs a process on the VM host).</summary>
+    private async Task CreateScratchWhileServerStartsAsync(PointInTimeRequest request, CancellationToken cancellationToken)
+    {
+        var creatingScratch = Host.RunAsync(ScratchCommand(scratchFile!, VirtualSize.ToString(CultureInfo.InvariantCulture)), cancellationToken);
         try
         {
-            await StartServerAsync(address, ports, cancellationToken).ConfigureAwait(false);
+            await StartServerAsync(request.Address, request.Ports, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -318,43 +343,15 @@ public sealed class QmpPointInTime : PointInTimeSource
         }
 
         await creatingScratch.ConfigureAwait(false);
-        var port = serverPort;
+    }
 
-        // The scratch node: a sparse qcow2 whose backing is the live disk node.
-        await ExecuteAsync("blockdev-add", new JsonObject
-        {
-            ["driver"] = "qcow2",
-            ["node-name"] = fleece,
-            ["file"] = new JsonObject { ["driver"] = "file", ["filename"] = scratchFile },
-            ["backing"] = Node,
-        }, cancellationToken).ConfigureAwait(false);
-        fleeceAdded = true;
-
-        // The point in time: bitmap rotation and fleecing in one atomic transaction.
-        var actions = new JsonArray();
-        if (incrementalFrom is not null)
-        {
-            // An exported bitmap must not be recording; the new bitmap records from this very instant.
-            actions.Add(Action("block-dirty-bitmap-disable", new JsonObject { ["node"] = Node, ["name"] = incrementalFrom }));
-        }
-
-        if (newCheckpoint is not null)
-        {
-            actions.Add(Action("block-dirty-bitmap-add", new JsonObject { ["node"] = Node, ["name"] = newCheckpoint, ["persistent"] = true }));
-        }
-
-        var job = CloneNames.Job(runId);
-        actions.Add(Action("blockdev-backup", new JsonObject
-        {
-            ["job-id"] = job,
-            ["device"] = Node,
-            ["target"] = fleece,
-            ["sync"] = "none",
-            ["filter-node-name"] = CloneNames.FilterNode(runId),
-        }));
+    /// <summary>The point in time: bitmap rotation and fleecing in one atomic transaction.</summary>
+    private async Task FreezeAsync(PointInTimeRequest request, CancellationToken cancellationToken)
+    {
+        var incrementalFrom = request.IncrementalFrom;
         try
         {
-            await ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, cancellationToken).ConfigureAwait(false);
+            await ExecuteAsync("transaction", FreezeArguments(runId!, Node, incrementalFrom, request.NewCheckpoint), cancellationToken).ConfigureAwait(false);
         }
         catch (QmpException ex) when (incrementalFrom is not null && ex.Description.Contains(incrementalFrom, StringComparison.Ordinal))
         {
@@ -364,14 +361,58 @@ public sealed class QmpPointInTime : PointInTimeSource
         jobStarted = true;
         baseBitmap = incrementalFrom;
         baseDisabled = incrementalFrom is not null;
-        NewCheckpoint = newCheckpoint;
+        NewCheckpoint = request.NewCheckpoint;
+    }
 
-        // The read-only export of the frozen view, with the previous bitmap for an incremental.
+    /// <summary>qemu-img create for the scratch image: a sparse qcow2 of the disk's size.</summary>
+    private static CommandSpec ScratchCommand(string scratchFile, string size) =>
+        new("qemu-img", "create", "-q", "-f", "qcow2", scratchFile, size) { Timeout = TimeSpan.FromMinutes(2) };
+
+    /// <summary>blockdev-add of the scratch node: a qcow2 over the scratch file whose backing is the live disk node.</summary>
+    private static JsonObject FleeceNodeArguments(string runId, string scratchFile, string node) => new()
+    {
+        ["driver"] = "qcow2",
+        ["node-name"] = CloneNames.FleeceNode(runId),
+        ["file"] = new JsonObject { ["driver"] = "file", ["filename"] = scratchFile },
+        ["backing"] = node,
+    };
+
+    /// <summary>
+    /// The freeze transaction: the base bitmap stops recording (an exported bitmap must not record), the new one starts
+    /// at this very instant, and blockdev-backup sync=none fleeces the disk into the scratch node.
+    /// </summary>
+    private static JsonObject FreezeArguments(string runId, string node, string? incrementalFrom, string? newCheckpoint)
+    {
+        var actions = new JsonArray();
+        if (incrementalFrom is not null)
+        {
+            actions.Add(Action("block-dirty-bitmap-disable", new JsonObject { ["node"] = node, ["name"] = incrementalFrom }));
+        }
+
+        if (newCheckpoint is not null)
+        {
+            actions.Add(Action("block-dirty-bitmap-add", new JsonObject { ["node"] = node, ["name"] = newCheckpoint, ["persistent"] = true }));
+        }
+
+        actions.Add(Action("blockdev-backup", new JsonObject
+        {
+            ["job-id"] = CloneNames.Job(runId),
+            ["device"] = node,
+            ["target"] = CloneNames.FleeceNode(runId),
+            ["sync"] = "none",
+            ["filter-node-name"] = CloneNames.FilterNode(runId),
+        }));
+        return new JsonObject { ["actions"] = actions };
+    }
+
+    /// <summary>block-export-add: the frozen view, read-only over NBD, with the base bitmap for an incremental.</summary>
+    private static JsonObject ExportArguments(string runId, string? incrementalFrom)
+    {
         var export = new JsonObject
         {
             ["type"] = "nbd",
             ["id"] = CloneNames.ExportId(runId),
-            ["node-name"] = fleece,
+            ["node-name"] = CloneNames.FleeceNode(runId),
             ["name"] = CloneNames.Export(runId),
             ["writable"] = false,
         };
@@ -380,11 +421,12 @@ public sealed class QmpPointInTime : PointInTimeSource
             export["bitmaps"] = new JsonArray(JsonValue.Create(incrementalFrom));
         }
 
-        await ExecuteAsync("block-export-add", export, cancellationToken).ConfigureAwait(false);
-        exportAdded = true;
-        OperationContext.Reporter.Verbose($"[{Host.Name}] point in time of {Vm.DisplayName} disk '{Disk.Drive}' exported as nbd://{address}:{port}/{CloneNames.Export(runId)}");
-        return new PointInTimeExport(new NbdExportAddress(address, port, CloneNames.Export(runId)), incrementalFrom is null ? null : "qemu:dirty-bitmap:" + incrementalFrom, VirtualSize);
+        return export;
     }
+
+    /// <summary>nbd-server-start on ADDRESS:PORT (QMP takes the port as a string).</summary>
+    private static JsonObject ServerArguments(string address, string port) =>
+        new() { ["addr"] = new JsonObject { ["type"] = "inet", ["data"] = new JsonObject { ["host"] = address, ["port"] = port } } };
 
     /// <summary>QEMU's NBD server on a port picked at random from the range, retried while ports are taken (QEMU 7.2 cannot report a port it chose).</summary>
     private async Task StartServerAsync(string address, (int First, int Last) ports, CancellationToken cancellationToken)
@@ -395,10 +437,7 @@ public sealed class QmpPointInTime : PointInTimeSource
             serverPort = PickPort(random, ports);
             try
             {
-                await ExecuteAsync("nbd-server-start", new JsonObject
-                {
-                    ["addr"] = new JsonObject { ["type"] = "inet", ["data"] = new JsonObject { ["host"] = address, ["port"] = serverPort.ToString(CultureInfo.InvariantCulture) } },
-                }, cancellationToken).ConfigureAwait(false);
+                await ExecuteAsync("nbd-server-start", ServerArguments(address, serverPort.ToString(CultureInfo.InvariantCulture)), cancellationToken).ConfigureAwait(false);
                 serverStarted = true;
                 break;
             }
@@ -494,21 +533,19 @@ public sealed class QmpPointInTime : PointInTimeSource
         {
             if (exportAdded)
             {
-                await TryExecuteAsync("block-export-del", new JsonObject { ["id"] = CloneNames.ExportId(runId), ["mode"] = "hard" }, cancellationToken).ConfigureAwait(false);
-                await WaitUntilGoneAsync("query-block-exports", "id", CloneNames.ExportId(runId), cancellationToken).ConfigureAwait(false);
+                await RemoveExportAsync(CloneNames.ExportId(runId), cancellationToken).ConfigureAwait(false);
                 exportAdded = false;
             }
 
             if (jobStarted)
             {
-                await TryExecuteAsync("job-cancel", new JsonObject { ["id"] = CloneNames.Job(runId) }, cancellationToken).ConfigureAwait(false);
-                await WaitUntilGoneAsync("query-block-jobs", "device", CloneNames.Job(runId), cancellationToken).ConfigureAwait(false);
+                await CancelJobAsync(CloneNames.Job(runId), cancellationToken).ConfigureAwait(false);
                 jobStarted = false;
             }
 
             if (fleeceAdded)
             {
-                await TryExecuteAsync("blockdev-del", new JsonObject { ["node-name"] = CloneNames.FleeceNode(runId) }, cancellationToken).ConfigureAwait(false);
+                await TryExecuteAsync("blockdev-del", NodeArguments(CloneNames.FleeceNode(runId)), cancellationToken).ConfigureAwait(false);
                 fleeceAdded = false;
             }
 
@@ -531,7 +568,7 @@ public sealed class QmpPointInTime : PointInTimeSource
         foreach (var old in Chain(await GetCheckpointsAsync(cancellationToken).ConfigureAwait(false), chain).Where(c => c.Name != NewCheckpoint))
         {
             OperationContext.Reporter.Verbose($"[{Host.Name}] removing the superseded bitmap '{old.Name}'");
-            await ExecuteAsync("block-dirty-bitmap-remove", new JsonObject { ["node"] = Node, ["name"] = old.Name }, cancellationToken).ConfigureAwait(false);
+            await ExecuteAsync("block-dirty-bitmap-remove", BitmapArguments(Node, old.Name), cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -548,18 +585,18 @@ public sealed class QmpPointInTime : PointInTimeSource
         {
             // The new bitmap holds every write since the point in time; merged into the re-enabled old one, the old one
             // covers everything since the previous clone again, so the next run can retry from it.
-            actions.Add(Action("block-dirty-bitmap-enable", new JsonObject { ["node"] = Node, ["name"] = baseBitmap }));
+            actions.Add(Action("block-dirty-bitmap-enable", BitmapArguments(Node, baseBitmap)));
             actions.Add(Action("block-dirty-bitmap-merge", new JsonObject { ["node"] = Node, ["target"] = baseBitmap, ["bitmaps"] = new JsonArray(JsonValue.Create(NewCheckpoint)) }));
         }
 
-        actions.Add(Action("block-dirty-bitmap-remove", new JsonObject { ["node"] = Node, ["name"] = NewCheckpoint }));
+        actions.Add(Action("block-dirty-bitmap-remove", BitmapArguments(Node, NewCheckpoint)));
         await ExecuteAsync("transaction", new JsonObject { ["actions"] = actions }, cancellationToken).ConfigureAwait(false);
         NewCheckpoint = null;
         baseDisabled = false;
     }
 
     public override Task RemoveCheckpointAsync(string name, CancellationToken cancellationToken) =>
-        ExecuteAsync("block-dirty-bitmap-remove", new JsonObject { ["node"] = Node, ["name"] = name }, cancellationToken);
+        ExecuteAsync("block-dirty-bitmap-remove", BitmapArguments(Node, name), cancellationToken);
 
     public override async ValueTask DisposeAsync()
     {
@@ -575,46 +612,51 @@ public sealed class QmpPointInTime : PointInTimeSource
     public override IReadOnlyList<PlannedCommand> PlanStart(string? drive, string address, bool incremental, bool createsCheckpoint)
     {
         var node = $"NODE({PlannedDrive(drive)})";
-        var actions = new JsonArray();
-        if (incremental)
-        {
-            actions.Add(Action("block-dirty-bitmap-disable", new JsonObject { ["node"] = node, ["name"] = "BASE" }));
-        }
-
-        if (createsCheckpoint)
-        {
-            actions.Add(Action("block-dirty-bitmap-add", new JsonObject { ["node"] = node, ["name"] = "CHECKPOINT", ["persistent"] = true }));
-        }
-
-        actions.Add(Action("blockdev-backup", new JsonObject { ["job-id"] = CloneNames.Job("RUN"), ["device"] = node, ["target"] = CloneNames.FleeceNode("RUN"), ["sync"] = "none", ["filter-node-name"] = CloneNames.FilterNode("RUN") }));
-        var export = new JsonObject { ["type"] = "nbd", ["id"] = CloneNames.ExportId("RUN"), ["node-name"] = CloneNames.FleeceNode("RUN"), ["name"] = CloneNames.Export("RUN"), ["writable"] = false };
-        if (incremental)
-        {
-            export["bitmaps"] = new JsonArray(JsonValue.Create("BASE"));
-        }
-
         var scratch = CloneNames.ScratchFile(ScratchDirectory, VmKey, "RUN");
+        var incrementalFrom = incremental ? "BASE" : null;
         return new[]
         {
-            new PlannedCommand(Host.Name, new CommandSpec("qemu-img", "create", "-q", "-f", "qcow2", scratch, "SIZE"), "create the scratch image (old data of blocks the guest overwrites)"),
-            PlanQmp("nbd-server-start", new JsonObject { ["addr"] = new JsonObject { ["type"] = "inet", ["data"] = new JsonObject { ["host"] = address, ["port"] = "PORT" } } }, "start QEMU's NBD server"),
-            PlanQmp("blockdev-add", new JsonObject { ["driver"] = "qcow2", ["node-name"] = CloneNames.FleeceNode("RUN"), ["file"] = new JsonObject { ["driver"] = "file", ["filename"] = scratch }, ["backing"] = node }, "add the scratch node over the live disk"),
-            PlanQmp("transaction", new JsonObject { ["actions"] = actions }, "freeze the point in time (fleecing) and rotate the checkpoint in one step"),
-            PlanQmp("block-export-add", export, "export the point in time read-only"),
+            new PlannedCommand(Host.Name, ScratchCommand(scratch, "SIZE"), "create the scratch image (old data of blocks the guest overwrites)"),
+            PlanQmp("nbd-server-start", ServerArguments(address, "PORT"), "start QEMU's NBD server"),
+            PlanQmp("blockdev-add", FleeceNodeArguments("RUN", scratch, node), "add the scratch node over the live disk"),
+            PlanQmp("transaction", FreezeArguments("RUN", node, incrementalFrom, createsCheckpoint ? "CHECKPOINT" : null), "freeze the point in time (fleecing) and rotate the checkpoint in one step"),
+            PlanQmp("block-export-add", ExportArguments("RUN", incrementalFrom), "export the point in time read-only"),
         };
     }
 
     public override IReadOnlyList<PlannedCommand> PlanStop() => new[]
     {
-        PlanQmp("block-export-del", new JsonObject { ["id"] = CloneNames.ExportId("RUN"), ["mode"] = "hard" }, "end the export"),
-        PlanQmp("job-cancel", new JsonObject { ["id"] = CloneNames.Job("RUN") }, "end the fleecing job"),
-        PlanQmp("blockdev-del", new JsonObject { ["node-name"] = CloneNames.FleeceNode("RUN") }, "remove the scratch node"),
+        PlanQmp("block-export-del", ExportDeleteArguments(CloneNames.ExportId("RUN")), "end the export"),
+        PlanQmp("job-cancel", IdArguments(CloneNames.Job("RUN")), "end the fleecing job"),
+        PlanQmp("blockdev-del", NodeArguments(CloneNames.FleeceNode("RUN")), "remove the scratch node"),
         PlanQmp("nbd-server-stop", null, "stop QEMU's NBD server"),
         new PlannedCommand(Host.Name, new CommandSpec("rm", "-f", "--", CloneNames.ScratchFile(ScratchDirectory, VmKey, "RUN")), "delete the scratch image"),
     };
 
     public override PlannedCommand PlanRemoveCheckpoint(string? drive, string name) =>
-        PlanQmp("block-dirty-bitmap-remove", new JsonObject { ["node"] = $"NODE({PlannedDrive(drive)})", ["name"] = name }, "delete the checkpoint (a persistent dirty bitmap)");
+        PlanQmp("block-dirty-bitmap-remove", BitmapArguments($"NODE({PlannedDrive(drive)})", name), "delete the checkpoint (a persistent dirty bitmap)");
+
+    /// <summary>block-export-del (mode hard: open NBD connections are dropped), then wait until QEMU has let go of it.</summary>
+    private async Task RemoveExportAsync(string id, CancellationToken cancellationToken)
+    {
+        await TryExecuteAsync("block-export-del", ExportDeleteArguments(id), cancellationToken).ConfigureAwait(false);
+        await WaitUntilGoneAsync("query-block-exports", "id", id, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>job-cancel, then wait until the job is gone.</summary>
+    private async Task CancelJobAsync(string id, CancellationToken cancellationToken)
+    {
+        await TryExecuteAsync("job-cancel", IdArguments(id), cancellationToken).ConfigureAwait(false);
+        await WaitUntilGoneAsync("query-block-jobs", "device", id, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static JsonObject ExportDeleteArguments(string id) => new() { ["id"] = id, ["mode"] = "hard" };
+
+    private static JsonObject IdArguments(string id) => new() { ["id"] = id };
+
+    private static JsonObject NodeArguments(string nodeName) => new() { ["node-name"] = nodeName };
+
+    private static JsonObject BitmapArguments(string node, string name) => new() { ["node"] = node, ["name"] = name };
 
     private PlannedCommand PlanQmp(string command, JsonObject? arguments, string purpose) =>
         PlannedCommand.ForQmp(Host.Name, new QmpCommand(qmpVm.SocketPath, command, arguments), purpose);

@@ -294,15 +294,12 @@ public sealed partial class NbdCopier
         {
             if (seedFromDestination)
             {
-                await Host.RunAsync(new CommandSpec("cp", "--reflink=auto", "--sparse=always", "--", destinationPath, temporary)
-                {
-                    Timeout = System.Threading.Timeout.InfiniteTimeSpan,
-                }, cancellationToken).ConfigureAwait(false);
+                await Host.RunAsync(HostFiles.Reflink(destinationPath, temporary, required: false), cancellationToken).ConfigureAwait(false);
             }
 
             var result = await copy(temporary, cancellationToken).ConfigureAwait(false);
-            var finish = await Host.RunAsync(BuildFinishCommand(temporary, destinationPath, overwrite), cancellationToken).ConfigureAwait(false);
-            if (finish.ExitCode == 17)
+            var finish = await Host.RunAsync(HostFiles.Promote(temporary, destinationPath, overwrite), cancellationToken).ConfigureAwait(false);
+            if (finish.ExitCode == HostFiles.DestinationExists)
             {
                 throw DestinationExists(destinationPath);
             }
@@ -315,16 +312,6 @@ public sealed partial class NbdCopier
             throw;
         }
     }
-
-    /// <summary>Flushes the temporary file, then renames it to the destination and flushes the directory.</summary>
-    public static CommandSpec BuildFinishCommand(string temporaryPath, string destinationPath, bool overwrite) =>
-        new("sh", "-c",
-            "sync -- \"$1\" && { [ \"$3\" = overwrite ] || [ ! -e \"$2\" ] || exit 17; } && mv -f -T -- \"$1\" \"$2\" && sync -- \"$(dirname -- \"$2\")\"",
-            "sh", temporaryPath, destinationPath, overwrite ? "overwrite" : "keep")
-        {
-            Timeout = System.Threading.Timeout.InfiniteTimeSpan,
-            SuccessExitCodes = new[] { 0, 17 },
-        };
 
     private async Task<NbdCopyResult> CopyCoreAsync(NbdFullCopyRequest request, NbdCopyTool tool, string destination, CancellationToken cancellationToken)
     {

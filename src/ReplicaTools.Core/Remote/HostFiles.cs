@@ -47,12 +47,13 @@ public static class HostFiles
         };
 
     /// <summary>
-    /// cp --reflink: a copy that shares the source's extents (instant on btrfs and XFS), sparse. With
-    /// <paramref name="required"/> it fails where the filesystem cannot share extents (cp --reflink=always); without, it
-    /// falls back to a full copy there (cp --reflink=auto).
+    /// cp --reflink: a copy that shares the source's extents (instant on btrfs and XFS). With <paramref name="required"/>
+    /// it fails where the filesystem cannot share extents (cp --reflink=always; the caller checks the exit code); without,
+    /// it falls back to a full, sparse copy there (cp --reflink=auto --sparse=always).
     /// </summary>
     public static CommandSpec Reflink(string from, string to, bool required, TimeSpan? timeout = null) =>
-        new("cp", required ? "--reflink=always" : "--reflink=auto", "--sparse=always", "--", from, to)
+        // coreutils accepts --reflink=always only with the default --sparse=auto.
+        new(required ? new[] { "cp", "--reflink=always", "--", from, to } : new[] { "cp", "--reflink=auto", "--sparse=always", "--", from, to })
         {
             Timeout = timeout ?? Timeout.InfiniteTimeSpan,
             ThrowOnFailure = !required,

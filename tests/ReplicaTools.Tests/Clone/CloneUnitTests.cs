@@ -120,7 +120,9 @@ public sealed class CloneUnitTests
 
         Assert.Contains("[localhost] virsh -q -c qemu:///system backup-begin -- vm1", plan);
         Assert.Contains("qemu:dirty-bitmap:", plan);
-        Assert.Contains("mv -f -T -- '/srv/clones/vm1 disk.raw.rtclone-partial' '/srv/clones/vm1 disk.raw'", plan);
+        // The promotion is HostFiles.Promote (flush, rename with mv -f -T, flush the directory), the paths quoted as arguments.
+        Assert.Contains("mv -f -T -- \"$1\" \"$2\"", plan);
+        Assert.Contains("'/srv/clones/vm1 disk.raw.rtclone-partial' '/srv/clones/vm1 disk.raw' overwrite", plan);
         Assert.Contains("virsh -q -c qemu:///system domjobabort -- vm1", plan);
         Assert.Contains("checksum", plan);
     }

@@ -310,7 +310,10 @@ public sealed class LibvirtCloneTests : IClassFixture<CloneSshFixture>, IAsyncLi
         await using (var crashed = new LibvirtPointInTime(new LibvirtVirtualMachine(vmSession, domain), "/var/tmp"))
         {
             await crashed.OpenAsync("vda", CancellationToken.None);
-            await crashed.StartAsync(crashedRun, CloneNames.Checkpoint(first.Checkpoint!.Split('-')[1], 2), first.Checkpoint, "127.0.0.1", (12900, 13899), CancellationToken.None);
+            await crashed.StartAsync(new PointInTimeRequest
+            {
+                RunId = crashedRun, NewCheckpoint = CloneNames.Checkpoint(first.Checkpoint!.Split('-')[1], 2), IncrementalFrom = first.Checkpoint, Address = "127.0.0.1", Ports = (12900, 13899),
+            }, CancellationToken.None);
         }
 
         var during = new GuestWrite(0x71, 12 * MiB, 2 * MiB);

@@ -436,7 +436,7 @@ public sealed class QmpCloneTests : IAsyncLifetime
         {
             await crashed.OpenAsync(Device, CancellationToken.None);
             var next = CloneNames.Checkpoint(first.Checkpoint!.Split('-')[1], 2);
-            await crashed.StartAsync(crashedRun, next, first.Checkpoint, "127.0.0.1", (11900, 12899), CancellationToken.None);
+            await crashed.StartAsync(new PointInTimeRequest { RunId = crashedRun, NewCheckpoint = next, IncrementalFrom = first.Checkpoint, Address = "127.0.0.1", Ports = (11900, 12899) }, CancellationToken.None);
         }
 
         var during = new GuestWrite(0x71, 12 * MiB, 2 * MiB);
