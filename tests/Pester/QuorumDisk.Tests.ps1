@@ -205,6 +205,14 @@ Describe 'A quorum disk of three replicas on a running QEMU' {
         $failed[0].Exception.Message | Should -Match 'quorum0-quorum-r1'
     }
 
+    It 'a quorum disk piped into Repair-QuorumDisk: every replica out of the majority is rewritten' {
+        Set-Bytes $script:replicas[2] 3000000 ([byte[]](9, 9))
+        @((Test-QuorumDisk -QmpSocket $script:vm.QmpSocket -WarningAction SilentlyContinue).InMajority) | Should -Be @($true, $true, $false)
+        Get-QuorumDisk -QmpSocket $script:vm.QmpSocket -WarningAction SilentlyContinue | Repair-QuorumDisk -Confirm:$false
+        & qemu-img compare -U -f raw -F raw $script:replicas[0] $script:replicas[2] | Out-Null
+        $LASTEXITCODE | Should -Be 0
+    }
+
     It 'two replicas corrupted differently: Test-QuorumDisk reports no majority and names them' {
         Set-Bytes $script:replicas[0] 2000000 ([byte[]](7))
         Set-Bytes $script:replicas[2] 2000000 ([byte[]](8))

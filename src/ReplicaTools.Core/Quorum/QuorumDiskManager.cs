@@ -312,6 +312,12 @@ public sealed partial class QuorumDiskManager
         }
 
         var disks = string.IsNullOrEmpty(drive) ? view.Disks : new[] { ResolveDisk(view, drive) };
+        var unrecorded = view.Graph.QuorumNodes().Where(n => view.Disks.All(d => d.NodeName != n)).ToArray();
+        if (string.IsNullOrEmpty(drive) && unrecorded.Length > 0)
+        {
+            OperationContext.Reporter.Warning($"{Vm.DisplayName} also has quorum node(s) {string.Join(", ", unrecorded)} that ReplicaTools did not attach: they carry no record of their replicas and options, so they are not listed.");
+        }
+
         var live = seen.Select(e => QuorumEventRecorder.FromQmp(e.Name, e.Data, e.Timestamp, "monitor")).OfType<QuorumEvent>().ToArray();
         var files = new Dictionary<string, IReadOnlyList<QuorumEvent>>(StringComparer.Ordinal);
         var recorders = new Dictionary<string, bool>(StringComparer.Ordinal);

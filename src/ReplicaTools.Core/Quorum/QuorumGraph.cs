@@ -46,6 +46,11 @@ public sealed class QuorumGraph
         return edges.Where(e => e.Parent == id && nodes.ContainsKey(e.Child)).Select(e => (e.Name, nodes[e.Child].Name)).ToArray();
     }
 
+    /// <summary>Nodes with quorum children: only QEMU's quorum driver names its child edges "children.N".</summary>
+    public IReadOnlyList<string> QuorumNodes() => nodes.Where(n => n.Value.Type == "block-driver" && n.Value.Name.Length > 0
+            && edges.Any(e => e.Parent == n.Key && e.Name.StartsWith("children.", StringComparison.Ordinal)))
+        .Select(n => n.Value.Name).ToArray();
+
     /// <summary>The parents of a node: their names (a device's block backend shows as /machine/peripheral/ID/...; exports are unnamed).</summary>
     public IReadOnlyList<string> ParentsOf(string nodeName)
     {

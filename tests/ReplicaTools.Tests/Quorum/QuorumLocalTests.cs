@@ -212,4 +212,28 @@ public sealed class QuorumLocalTests : IAsyncLifetime
         Assert.Equal(QuorumErrorIds.EventSocketInvalid, missing.ErrorId);
         Assert.All(Replicas, r => Assert.False(File.Exists(r)));
     }
+
+    [Fact]
+    public async Task AQuorumWiredByHand_IsNamedInAWarning_NotListed()
+    {
+        foreach (var (replica, i) in Replicas.Select((r, i) => (r, i)))
+        {
+            Images.Create(replica, "raw", "16M");
+            await lab.Vm.QmpAsync("blockdev-add", new System.Text.Json.Nodes.JsonObject
+            {
+                ["driver"] = "raw", ["node-name"] = $"hand{i}", ["file"] = new System.Text.Json.Nodes.JsonObject { ["driver"] = "file", ["filename"] = replica },
+            });
+        }
+
+        await lab.Vm.QmpAsync("blockdev-add", System.Text.Json.Nodes.JsonNode.Parse("""{"driver":"quorum","node-name":"byhand","vote-threshold":2,"children":["hand0","hand1","hand2"]}""")!.AsObject());
+        var reporter = new Storage.RecordingReporter();
+        IReadOnlyList<QuorumDisk> disks;
+        using (Core.OperationContext.Use(reporter))
+        {
+            disks = await lab.Manager.GetAsync(null, probe: false);
+        }
+
+        Assert.Empty(disks);
+        Assert.Contains(reporter.Warnings, w => w.Contains("byhand", StringComparison.Ordinal) && w.Contains("no record", StringComparison.Ordinal));
+    }
 }

@@ -195,6 +195,7 @@ public sealed class QuorumUnitTests
 
         Assert.Equal(new[] { ("children.0", "r1"), ("children.2", "r3") }, graph.ChildrenOf("q0"));
         Assert.Equal("qd0", graph.DeviceOf("q0"));
+        Assert.Equal(new[] { "q0" }, graph.QuorumNodes());
         Assert.Null(graph.DeviceOf("r1"));
         Assert.Contains("r1-file", graph.NodeNames);
         Assert.DoesNotContain("/machine/peripheral/qd0/virtio-backend", graph.NodeNames);
