@@ -12,13 +12,16 @@
     Where the VM's disk, its copy and its QMP socket go. Default: a new directory under the temporary path.
 .PARAMETER NoBuild
     Use the module already built in out/ReplicaTools.
+.PARAMETER KeepFiles
+    Keep -Directory (the disk and its copy) for a look afterwards; by default it is removed once the copy is proven identical.
 .EXAMPLE
     pwsh -NoProfile -File ./tests/QuickStart.ps1
 #>
 [CmdletBinding()]
 param(
     [string] $Directory = (Join-Path ([IO.Path]::GetTempPath()) ('replicatools-quickstart-' + [guid]::NewGuid().ToString('N').Substring(0, 8))),
-    [switch] $NoBuild
+    [switch] $NoBuild,
+    [switch] $KeepFiles
 )
 
 $ErrorActionPreference = 'Stop'
@@ -50,5 +53,11 @@ finally {
 
 $comparison = Compare-DiskImage -ReferencePath $disk -DifferencePath $copy
 if (-not $comparison.Identical) { throw "The copy differs from the VM's disk: $($comparison.Message)" }
-Write-Host "The live mirror of vm1's disk is identical to the disk: $copy"
+if ($KeepFiles) {
+    Write-Host "The live mirror of vm1's disk is identical to the disk: $copy"
+}
+else {
+    Remove-Item -LiteralPath $Directory -Recurse -Force
+    Write-Host "The live mirror of vm1's disk was identical to the disk; $Directory is removed again (-KeepFiles keeps it)."
+}
 $comparison

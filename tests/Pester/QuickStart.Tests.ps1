@@ -18,12 +18,19 @@ AfterAll {
 Describe 'The README quick start' {
     It 'mirrors a running VM''s disk live and the copy is identical' {
         $directory = Join-Path $TestDrive 'quickstart'
-        $result = & $script:quickStart -NoBuild -Directory $directory 6>$null | Select-Object -Last 1
+        $result = & $script:quickStart -NoBuild -Directory $directory -KeepFiles 6>$null | Select-Object -Last 1
         $result.Identical | Should -BeTrue
         $result.Method | Should -Be 'qemu-img compare'
         Join-Path $directory 'vm1-copy.qcow2' | Should -Exist
         (Get-DiskImage -Path (Join-Path $directory 'vm1-copy.qcow2')).VirtualSize | Should -Be 256MB
         # The VM it started is stopped again: nothing holds the images.
         (Get-DiskImage -Path (Join-Path $directory 'vm1.qcow2')).InUse | Should -BeFalse
+    }
+
+    It 'leaves nothing behind without -KeepFiles' {
+        $directory = Join-Path $TestDrive 'quickstart-clean'
+        $result = & $script:quickStart -NoBuild -Directory $directory 6>$null | Select-Object -Last 1
+        $result.Identical | Should -BeTrue
+        $directory | Should -Not -Exist
     }
 }
